@@ -1,0 +1,1 @@
+"""Versioned prompt builders, one small module per role."""
