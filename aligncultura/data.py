@@ -118,6 +118,11 @@ def sample_path() -> Path:
 
 def resolve_files(cfg: InputConfig) -> tuple[list[Path], str]:
     """The files an input names and their format; raises InputError before any work starts."""
+    if not cfg.path and cfg.name != "sample":
+        raise InputError(
+            f"input '{cfg.name}' has no path: set dataset.path=... (only the embedded 'sample' "
+            "input may leave it empty)"
+        )
     path = Path(os.path.expanduser(cfg.path)) if cfg.path else sample_path()
     if not path.exists():
         raise InputError(f"input '{cfg.name}': {path} does not exist (set dataset.path=...)")
@@ -195,7 +200,8 @@ def _check_columns(cfg: InputConfig, path: Path, columns: list[str]) -> None:
             required[f"dataset.{key}"] = value
     for key, col in required.items():
         if col not in columns:
-            shown = ", ".join(c for c in columns if c) or "none"
+            names = [c[:40] for c in columns if c]
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "none"
             raise InputError(
                 f"{path}: column '{col}' ({key}) not found; columns are: {shown}"
             )

@@ -1,0 +1,189 @@
+"""The only module that imports vLLM: engine loading, chat, sampling, structured outputs.
+
+A *request table* has one row per chat request: ``request_id``, ``messages`` (JSON list of
+``{"role", "content"}``) and ``sampling`` (JSON of sampling settings, optionally with
+``structured``: ``{"json": schema}``, ``{"choice": [...]}`` or ``{"regex": "..."}``).
+`LLMStage` turns a batch of it into a *completion table* (`COMPLETION_SCHEMA`): one row per
+returned sample with text, reasoning trace, finish reason, token counts and latency.
+
+Why a Ray Data ``map_batches`` actor pool and not ``ray.data.llm``'s processor: the processor
+builds its own engine stage per call and, on CPU, needs a placement-group workaround and
+imports ``ray.serve`` unless told not to; we also need per-row sampling and structured
+outputs from one engine, the chat template's ``system_prompt`` semantics, reasoning traces
+split off, and the same callable to run in-process for tests and debugging. A small callable
+class (load once in ``__init__``, transform a batch in ``__call__``) does all of that with the
+engine settings passed straight through (``engine_kwargs``), and `runner.py` places it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import time
+from typing import Any
+
+import pyarrow as pa
+
+COMPLETION_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("text", pa.string()),
+        ("reasoning", pa.string()),
+        ("finish_reason", pa.string()),
+        ("input_tokens", pa.int32()),
+        ("output_tokens", pa.int32()),
+        ("latency_s", pa.float64()),
+        ("status", pa.string()),  # ok | failed
+        ("error", pa.string()),
+        ("engine_start_s", pa.float64()),
+        ("cpu_s", pa.float64()),  # engine process CPU seconds for this batch, spread over rows
+        ("peak_rss_mb", pa.float64()),
+    ]
+)
+
+THINK = re.compile(r"<think>(.*?)(</think>|$)", re.S)
+
+# settings for vLLM's CPU backend measured in ENVIRONMENT.md; set before vllm is imported
+CPU_ENV_DEFAULTS = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "2",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning, response): ``<think>...</think>`` traces never stay in the response."""
+    reasoning = []
+    if "</think>" in text and "<think>" not in text:  # templates that open the tag themselves
+        head, _, text = text.partition("</think>")
+        reasoning.append(head.strip())
+    for m in THINK.finditer(text):
+        reasoning.append(m.group(1).strip())
+    response = THINK.sub("", text).strip()
+    return "\n".join(r for r in reasoning if r), response
+
+
+def build_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
+    """null = the chat template's default system prompt; "" = an empty system turn (none)."""
+    msgs = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    return msgs + [{"role": "user", "content": user}]
+
+
+def sampling_params(spec: dict[str, Any]):
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    spec = dict(spec)
+    structured = spec.pop("structured", None)
+    if structured:
+        allowed = {"json", "choice", "regex", "grammar"}
+        unknown = set(structured) - allowed
+        if unknown:
+            raise ValueError(f"structured output kind {sorted(unknown)} unknown: use {sorted(allowed)}")
+        spec["structured_outputs"] = StructuredOutputsParams(**structured)
+    return SamplingParams(**spec)
+
+
+def apply_env(env: dict[str, str] | None, cpu: bool) -> None:
+    if cpu:
+        for k, v in CPU_ENV_DEFAULTS.items():
+            os.environ.setdefault(k, v)
+    for k, v in (env or {}).items():
+        os.environ[k] = str(v)
+
+
+class LLMStage:
+    """Holds one vLLM engine; ``__call__`` maps a request batch to completions."""
+
+    def __init__(self, model: dict[str, Any], engine_kwargs: dict[str, Any],
+                 chat_template_kwargs: dict[str, Any] | None = None, threads: int | None = None,
+                 env: dict[str, str] | None = None, cpu: bool = True):
+        t0 = time.perf_counter()
+        apply_env(env, cpu)
+        if cpu:
+            # Ray sets OMP_NUM_THREADS=1 in a 1-CPU actor; vLLM's CPU attention binds its own
+            # threads and aborts when the two disagree, so give torch the same count first.
+            n = threads or len(os.sched_getaffinity(0)) or 1
+            os.environ["OMP_NUM_THREADS"] = str(n)
+            import torch
+
+            torch.set_num_threads(n)
+        from vllm import LLM
+
+        kwargs = {"disable_log_stats": False, **engine_kwargs}
+        if model.get("tokenizer"):
+            kwargs.setdefault("tokenizer", model["tokenizer"])
+        if model.get("revision"):
+            kwargs.setdefault("revision", model["revision"])
+        self.lora = None
+        if model.get("lora_path"):
+            from vllm.lora.request import LoRARequest
+
+            kwargs.setdefault("enable_lora", True)
+            self.lora = LoRARequest("adapter", 1, model["lora_path"])
+        self.llm = LLM(model=model["path"], **kwargs)
+        self.chat_template_kwargs = chat_template_kwargs or None
+        self.engine_start_s = time.perf_counter() - t0
+
+    def _chat(self, conversations, params):
+        return self.llm.chat(conversations, sampling_params=params, use_tqdm=False,
+                             lora_request=self.lora, chat_template_kwargs=self.chat_template_kwargs)
+
+    def __call__(self, batch: pa.Table | dict) -> pa.Table:
+        if not isinstance(batch, pa.Table):
+            batch = pa.table(batch)
+        ids = batch.column("request_id").to_pylist()
+        conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
+        specs = [json.loads(s) for s in batch.column("sampling").to_pylist()]
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        rows: list[dict[str, Any]] = []
+        try:
+            outputs = self._chat(conversations, [sampling_params(s) for s in specs])
+        except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
+            outputs = None
+            first_error = f"{type(exc).__name__}: {exc}"[:500]
+        wall = time.perf_counter() - t0
+        if outputs is None:
+            outputs = []
+            for conv, spec in zip(conversations, specs, strict=True):
+                try:
+                    outputs.append(self._chat([conv], [sampling_params(spec)])[0])
+                except Exception as exc:  # noqa: BLE001 - this row fails, the batch goes on
+                    outputs.append(f"{type(exc).__name__}: {exc}"[:500] or first_error)
+        for rid, out in zip(ids, outputs, strict=True):
+            if isinstance(out, str):
+                rows.append({"request_id": rid, "sample_index": 0, "text": None, "reasoning": None,
+                             "finish_reason": "error", "input_tokens": 0, "output_tokens": 0,
+                             "latency_s": None, "status": "failed", "error": out})
+                continue
+            latency = _latency(out, wall)
+            for i, comp in enumerate(out.outputs):
+                reasoning, text = split_reasoning(comp.text)
+                rows.append({
+                    "request_id": rid, "sample_index": i, "text": text, "reasoning": reasoning,
+                    "finish_reason": str(comp.finish_reason), "status": "ok", "error": None,
+                    "input_tokens": len(out.prompt_token_ids or []),
+                    "output_tokens": len(comp.token_ids), "latency_s": latency,
+                })
+        cpu = time.process_time() - cpu0
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for r in rows:
+            r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / max(len(rows), 1),
+                     peak_rss_mb=rss)
+        return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
+
+
+def _latency(out: Any, wall: float) -> float:
+    m = getattr(out, "metrics", None)
+    queued = getattr(m, "queued_ts", 0.0) or getattr(m, "scheduled_ts", 0.0)
+    last = getattr(m, "last_token_ts", 0.0)
+    if m is not None and last and queued and last >= queued:
+        return float(last - queued)
+    return float(wall)

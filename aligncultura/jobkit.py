@@ -1,0 +1,146 @@
+"""What every job shares: run dir set-up, one-line errors, progress, efficiency stats."""
+
+from __future__ import annotations
+
+import functools
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aligncultura.rundir import RunDir
+
+
+class JobError(RuntimeError):
+    """A failure the user can act on: printed as one line, exit code 2."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from omegaconf.errors import OmegaConfBaseException
+
+    from aligncultura.data import InputError
+    from aligncultura.models import ModelError
+    from aligncultura.taxonomy import TaxonomyError
+
+    return (JobError, InputError, ModelError, TaxonomyError, OmegaConfBaseException,
+            FileNotFoundError, PermissionError)
+
+
+def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap a job's `run(cfg)` for the command line: a user error is one line and exit 2."""
+
+    @functools.wraps(run)
+    def main(cfg: Any) -> Any:
+        try:
+            return run(cfg)
+        except user_errors() as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: {msg}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return main
+
+
+def resolve_run_dir(cfg: Any, job: str) -> RunDir:
+    """`run_dir=PATH` when given, else Hydra's job output dir (one per multirun job)."""
+    if cfg.get("run_dir"):
+        return RunDir(cfg.run_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return RunDir(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return RunDir(Path("runs") / job / time.strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+def start_run(cfg: Any, job: str, input_files: Iterable[str]) -> RunDir:
+    from omegaconf import OmegaConf
+
+    rd = resolve_run_dir(cfg, job)
+    rd.write_config(OmegaConf.to_container(cfg, resolve=True))
+    rd.write_manifest(job, sorted(set(input_files)))
+    return rd
+
+
+def cache_dir(cfg: Any) -> Path:
+    from aligncultura.models import default_cache_dir
+
+    return Path(os.path.expanduser(cfg.cache_dir)) if cfg.get("cache_dir") else default_cache_dir()
+
+
+class Progress:
+    """A periodic progress line on stderr: rows done / total, rate, elapsed."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True, every_s: float = 5.0):
+        self.label, self.total, self.enabled, self.every_s = label, total, enabled, every_s
+        self.done = 0
+        self.tokens = 0
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, rows: int, tokens: int = 0) -> None:
+        self.done += rows
+        self.tokens += tokens
+        now = time.perf_counter()
+        if self.enabled and (now - self.last >= self.every_s or self.done >= self.total):
+            self.last = now
+            el = now - self.t0
+            pct = 100.0 * self.done / max(self.total, 1)
+            print(f"[{self.label}] {self.done}/{self.total} ({pct:.0f}%) "
+                  f"{el:.0f}s elapsed, {self.tokens / max(el, 1e-9):.1f} out tok/s",
+                  file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def efficiency(completions: pa.Table, wall_s: float, num_gpus: float = 0.0,
+               replicas: int = 1) -> dict[str, Any]:
+    """Throughput and cost of one engine stage from its completion rows.
+
+    Engine start is reported apart and excluded from the throughput (the replicas start
+    in parallel, so the largest start time is subtracted from the stage's wall time).
+    """
+    ok = completions.filter(pc.equal(completions.column("status"), "ok")) \
+        if completions.num_rows else completions
+    out_tok = int(np.sum(ok.column("output_tokens").to_numpy(zero_copy_only=False))) if ok.num_rows else 0
+    in_tok = int(np.sum(ok.column("input_tokens").to_numpy(zero_copy_only=False))) if ok.num_rows else 0
+    lat = [x for x in completions.column("latency_s").to_pylist() if x is not None] \
+        if completions.num_rows else []
+    starts = [x for x in completions.column("engine_start_s").to_pylist() if x is not None] \
+        if completions.num_rows else []
+    engine_start = max(starts) if starts else 0.0
+    steady = max(wall_s - engine_start, 1e-9)
+    cpu = float(np.nansum(completions.column("cpu_s").to_numpy(zero_copy_only=False))) \
+        if completions.num_rows else 0.0
+    rss = completions.column("peak_rss_mb").to_pylist() if completions.num_rows else []
+    n = max(completions.num_rows, 1)
+    return {
+        "requests": completions.num_rows,
+        "output_tokens": out_tok,
+        "input_tokens": in_tok,
+        "output_tok_s": out_tok / steady,
+        "input_tok_s": in_tok / steady,
+        "requests_s": completions.num_rows / steady,
+        "latency_p50_s": float(np.percentile(lat, 50)) if lat else None,
+        "latency_p95_s": float(np.percentile(lat, 95)) if lat else None,
+        "engine_start_s": engine_start,
+        "wall_s": wall_s,
+        "steady_s": steady,
+        "cpu_s": cpu,
+        "cpu_s_per_100": 100.0 * cpu / n,
+        "gpu_s": num_gpus * replicas * steady,
+        "gpu_s_per_100": 100.0 * num_gpus * replicas * steady / n,
+        "output_tokens_per_response": out_tok / max(ok.num_rows, 1),
+        "peak_rss_mb": max([peak_rss_mb(), *[r for r in rss if r is not None]]),
+    }

@@ -1,0 +1,138 @@
+"""Scheduling: run a request table through an engine, in this process or on Ray Data.
+
+Stages never know where they run. `complete(requests, ...)` yields completion batches as they
+finish (so callers persist shards as they go) whichever executor the config names:
+- ``local``: one `LLMStage` in this process, kept for the job's life and reused by every call
+  with the same model (a benchmark whose model and judge are one preset starts one engine);
+- ``ray``: a Ray Data ``map_batches`` actor pool of `LLMStage` replicas placed by
+  ``engine.replicas``, ``num_cpus_per_replica`` and ``num_gpus_per_replica``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from aligncultura.models import ResolvedModel
+
+REQUEST_SCHEMA = pa.schema(
+    [("request_id", pa.string()), ("messages", pa.string()), ("sampling", pa.string())]
+)
+
+_LOCAL_ENGINES: dict[str, Any] = {}
+
+
+def request_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of {request_id, messages (list), sampling (dict)} -> REQUEST_SCHEMA."""
+    return pa.Table.from_pylist(
+        [
+            {"request_id": r["request_id"], "messages": json.dumps(r["messages"]),
+             "sampling": json.dumps(r["sampling"], sort_keys=True)}
+            for r in rows
+        ],
+        schema=REQUEST_SCHEMA,
+    )
+
+
+def _stage_kwargs(model: ResolvedModel, model_cfg: Any, engine_cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    def plain(x):
+        return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
+
+    engine_kwargs = {**plain(engine_cfg.engine_kwargs), **plain(model_cfg.engine_kwargs)}
+    if model_cfg.trust_remote_code:
+        engine_kwargs["trust_remote_code"] = True
+    return {
+        "model": model.to_dict(),
+        "engine_kwargs": engine_kwargs,
+        "chat_template_kwargs": plain(model_cfg.chat_template_kwargs),
+        "threads": engine_cfg.threads,
+        "env": {k: str(v) for k, v in plain(engine_cfg.env).items()},
+        "cpu": engine_cfg.num_gpus_per_replica == 0,
+    }
+
+
+def _engine_key(kwargs: dict[str, Any]) -> str:
+    return json.dumps(kwargs, sort_keys=True, default=str)
+
+
+def local_engine(model: ResolvedModel, model_cfg: Any, engine_cfg: Any):
+    from aligncultura.engine import LLMStage
+
+    kwargs = _stage_kwargs(model, model_cfg, engine_cfg)
+    key = _engine_key(kwargs)
+    if key not in _LOCAL_ENGINES:
+        _LOCAL_ENGINES[key] = LLMStage(**kwargs)
+    return _LOCAL_ENGINES[key]
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to RAY_ADDRESS (Slurm, `ray job submit`) or start a local Ray on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {"RAY_AUTH_MODE": "disabled"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env,
+                 log_to_driver=False, _node_ip_address="127.0.0.1")
+
+
+def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
+             engine_cfg: Any) -> Iterator[pa.Table]:
+    """Yield completion tables (engine.COMPLETION_SCHEMA) batch by batch as they finish."""
+    if requests.num_rows == 0:
+        return
+    if model.source == "api":
+        from aligncultura.api_engine import complete_api
+
+        yield from complete_api(requests, model, model_cfg, engine_cfg)
+        return
+    if engine_cfg.executor == "local":
+        stage = local_engine(model, model_cfg, engine_cfg)
+        for batch in requests.to_batches(max_chunksize=engine_cfg.batch_size):
+            yield stage(pa.Table.from_batches([batch]))
+        return
+    if engine_cfg.executor != "ray":
+        raise ValueError(f"engine.executor={engine_cfg.executor!r}: use ray or local")
+    yield from _complete_ray(requests, model, model_cfg, engine_cfg)
+
+
+def _complete_ray(requests, model, model_cfg, engine_cfg) -> Iterator[pa.Table]:
+    import ray
+
+    from aligncultura.engine import LLMStage
+
+    init_ray()
+    kwargs = _stage_kwargs(model, model_cfg, engine_cfg)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.verbose_stats_logs = False
+    replicas = int(engine_cfg.replicas)
+    if replicas <= 0:  # auto: one replica per GPU group, or one on a CPU-only cluster
+        gpus = ray.cluster_resources().get("GPU", 0)
+        per = engine_cfg.num_gpus_per_replica or 0
+        replicas = max(1, int(gpus // per)) if per else 1
+    n_blocks = max(1, -(-requests.num_rows // engine_cfg.batch_size))
+    ds = ray.data.from_arrow(requests).repartition(n_blocks)
+    ds = ds.map_batches(
+        LLMStage,
+        fn_constructor_kwargs=kwargs,
+        batch_size=engine_cfg.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=replicas),
+        num_cpus=engine_cfg.num_cpus_per_replica,
+        num_gpus=engine_cfg.num_gpus_per_replica or None,
+    )
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+        yield batch

@@ -1,0 +1,88 @@
+"""Generate responses for a dataset with one model: `python -m jobs.generate [overrides]`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import hydra
+import pyarrow as pa
+
+from aligncultura import config as _config  # noqa: F401  (registers the schemas)
+from aligncultura.data import GENERATION_SCHEMA, load_prompts, quarantine_table
+from aligncultura.generation import generation_requests, generation_rows
+from aligncultura.jobkit import Progress, cache_dir, cli, efficiency, start_run
+from aligncultura.models import resolve_model
+from aligncultura.runner import complete, request_table
+
+
+def plan(cfg: Any) -> dict[str, Any]:
+    """Validate config, inputs and model paths without starting an engine."""
+    prompts = load_prompts(cfg.dataset)
+    model = resolve_model(cfg.model, cache_dir(cfg), provision=not cfg.dry_run)
+    return {"prompts": prompts, "model": model}
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    p = plan(cfg)
+    prompts, model = p["prompts"], p["model"]
+    n = int(cfg.generation.n)
+    expected = prompts.table.num_rows * n
+    line = (f"plan: {prompts.table.num_rows} prompts (read {prompts.read}, quarantined "
+            f"{len(prompts.quarantine)}) x n={n} with model {model.name} ({model.source}: "
+            f"{model.path}) on engine {cfg.engine.name} ({cfg.engine.executor}, "
+            f"{cfg.engine.replicas} replica(s)), max_tokens {cfg.generation.max_tokens}")
+    print(line, flush=True)
+    if cfg.dry_run:
+        return {"dry_run": True, "plan": line}
+    rd = start_run(cfg, "generate", prompts.files)
+    if prompts.quarantine:
+        rd.write_parquet("quarantine.parquet", quarantine_table(prompts.quarantine))
+    reqs = generation_requests(prompts.table, cfg.model, cfg.generation)
+    by_id = {r["request_id"]: r for r in reqs}
+    t0 = time.perf_counter()
+    progress = Progress("generate", len(reqs), enabled=cfg.progress)
+    parts, comps = [], []
+    for batch in complete(request_table(reqs), model, cfg.model, cfg.engine):
+        comps.append(batch)
+        parts.append(generation_rows(batch, by_id, model.name, n))
+        progress.update(len(set(batch.column("request_id").to_pylist())),
+                        sum(batch.column("output_tokens").to_pylist()))
+    wall = time.perf_counter() - t0
+    gens = pa.concat_tables(parts).sort_by([("row_id", "ascending"), ("sample_index", "ascending")]) \
+        if parts else GENERATION_SCHEMA.empty_table()
+    rd.write_parquet("generations.parquet", gens)
+    completions = pa.concat_tables(comps)
+    failed = sum(1 for s in gens.column("status").to_pylist() if s != "ok")
+    summary = {
+        "job": "generate",
+        "model": model.name,
+        "rows": prompts.counts,
+        "generations": {"expected": expected, "written": gens.num_rows, "ok": gens.num_rows - failed,
+                        "failed": failed},
+        "efficiency": efficiency(completions, wall, cfg.engine.num_gpus_per_replica,
+                                 cfg.engine.replicas),
+    }
+    if gens.num_rows != expected:
+        rd.write_json("summary.json", summary)
+        raise RuntimeError(f"accounting: {gens.num_rows} generations written, {expected} expected")
+    rd.write_json("summary.json", summary)
+    eff = summary["efficiency"]
+    print(f"generate: {gens.num_rows} generations ({failed} failed), "
+          f"{eff['output_tok_s']:.1f} out tok/s, engine start {eff['engine_start_s']:.0f}s, "
+          f"wall {wall:.0f}s -> {rd.path}", flush=True)
+    return {"run_dir": str(rd.path), "summary": summary}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+def _hydra_main(cfg: Any) -> None:
+    cli(run)(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
