@@ -109,9 +109,41 @@ class GenerateJobConfig:
     progress: bool = True
 
 
+@dataclass
+class JudgeConfig:
+    """A judge *role*: a model preset plus how it is asked."""
+
+    model: ModelConfig = MISSING
+    temperature: float = 0.0
+    max_tokens: int = 256  # >= 128 so JSON verdicts are not cut off
+    seed: int = 0
+    structured: bool = True  # JSON-schema structured outputs
+    max_unscored_rate: float = 0.05  # fraction; above it the run fails (results kept)
+    demo_only: bool = False  # its scores demonstrate the pipeline, not judgement quality
+
+
+@dataclass
+class BenchConfig:
+    seeds: list[int] = field(default_factory=lambda: [0])  # generation runs averaged per prompt
+    criteria: list[str] = field(
+        default_factory=lambda: ["helpful", "harmless", "truthful", "informative"]
+    )
+    n_resamples: int = 1000
+    ci_seed: int = 0
+    determinism_sample: float = 0.0
+
+
+@dataclass
+class BenchmarkJobConfig(GenerateJobConfig):
+    judge: JudgeConfig = MISSING
+    judge2: str | None = None  # a second judge preset (conf/judge/<name>.yaml) for agreement
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="generate_schema", node=GenerateJobConfig)
+    cs.store(name="benchmark_schema", node=BenchmarkJobConfig)
 
 
 register()

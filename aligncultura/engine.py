@@ -26,6 +26,10 @@ from typing import Any
 
 import pyarrow as pa
 
+REQUEST_SCHEMA = pa.schema(
+    [("request_id", pa.string()), ("messages", pa.string()), ("sampling", pa.string())]
+)
+
 COMPLETION_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
@@ -69,6 +73,18 @@ def split_reasoning(text: str) -> tuple[str, str]:
     return "\n".join(r for r in reasoning if r), response
 
 
+def request_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of {request_id, messages (list), sampling (dict)} -> REQUEST_SCHEMA."""
+    return pa.Table.from_pylist(
+        [
+            {"request_id": r["request_id"], "messages": json.dumps(r["messages"]),
+             "sampling": json.dumps(r["sampling"], sort_keys=True)}
+            for r in rows
+        ],
+        schema=REQUEST_SCHEMA,
+    )
+
+
 def build_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
     """null = the chat template's default system prompt; "" = an empty system turn (none)."""
     msgs = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
@@ -79,7 +95,7 @@ def sampling_params(spec: dict[str, Any]):
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    spec = dict(spec)
+    spec = {k: v for k, v in spec.items() if v is not None}
     structured = spec.pop("structured", None)
     if structured:
         allowed = {"json", "choice", "regex", "grammar"}
@@ -103,7 +119,7 @@ class LLMStage:
 
     def __init__(self, model: dict[str, Any], engine_kwargs: dict[str, Any],
                  chat_template_kwargs: dict[str, Any] | None = None, threads: int | None = None,
-                 env: dict[str, str] | None = None, cpu: bool = True):
+                 env: dict[str, str] | None = None, cpu: bool = True, followup: Any = None):
         t0 = time.perf_counter()
         apply_env(env, cpu)
         if cpu:
@@ -129,6 +145,7 @@ class LLMStage:
             self.lora = LoRARequest("adapter", 1, model["lora_path"])
         self.llm = LLM(model=model["path"], **kwargs)
         self.chat_template_kwargs = chat_template_kwargs or None
+        self.followup = followup
         self.engine_start_s = time.perf_counter() - t0
 
     def _chat(self, conversations, params):
@@ -136,6 +153,19 @@ class LLMStage:
                              lora_request=self.lora, chat_template_kwargs=self.chat_template_kwargs)
 
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
+        return self.process(batch, self.followup)
+
+    def process(self, batch: pa.Table | dict, followup: Any = None) -> pa.Table:
+        """Complete a request batch; `followup(completions, {})` may add a second round of
+        requests (e.g. judging what was just generated) served by the same engine."""
+        out = self._complete(batch)
+        if followup is not None:
+            more = followup(out, {})
+            if more:
+                out = pa.concat_tables([out, self._complete(request_table(more))])
+        return out
+
+    def _complete(self, batch: pa.Table | dict) -> pa.Table:
         if not isinstance(batch, pa.Table):
             batch = pa.table(batch)
         ids = batch.column("request_id").to_pylist()

@@ -144,3 +144,18 @@ def efficiency(completions: pa.Table, wall_s: float, num_gpus: float = 0.0,
         "output_tokens_per_response": out_tok / max(ok.num_rows, 1),
         "peak_rss_mb": max([peak_rss_mb(), *[r for r in rss if r is not None]]),
     }
+
+
+def check_presets(conf_dir: Path, groups: Iterable[str], argv: list[str] | None = None) -> None:
+    """Catch `group=name` overrides naming no preset before Hydra does: one line, exit 2."""
+    for arg in (sys.argv[1:] if argv is None else argv):
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in groups:
+            continue
+        for name in value.split(","):  # multirun lists
+            if name and name != "null" and not (conf_dir / key / f"{name}.yaml").exists():
+                available = ", ".join(sorted(p.stem for p in (conf_dir / key).glob("*.yaml")))
+                print(f"error: {key}={name}: no such preset in {conf_dir / key}; available: "
+                      f"{available}", file=sys.stderr)
+                sys.exit(2)

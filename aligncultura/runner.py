@@ -17,25 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from aligncultura.engine import REQUEST_SCHEMA, request_table  # noqa: F401  (re-exported)
 from aligncultura.models import ResolvedModel
 
-REQUEST_SCHEMA = pa.schema(
-    [("request_id", pa.string()), ("messages", pa.string()), ("sampling", pa.string())]
-)
-
 _LOCAL_ENGINES: dict[str, Any] = {}
-
-
-def request_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows of {request_id, messages (list), sampling (dict)} -> REQUEST_SCHEMA."""
-    return pa.Table.from_pylist(
-        [
-            {"request_id": r["request_id"], "messages": json.dumps(r["messages"]),
-             "sampling": json.dumps(r["sampling"], sort_keys=True)}
-            for r in rows
-        ],
-        schema=REQUEST_SCHEMA,
-    )
 
 
 def _stage_kwargs(model: ResolvedModel, model_cfg: Any, engine_cfg: Any) -> dict[str, Any]:
@@ -88,9 +73,19 @@ def init_ray(num_cpus: int | None = None) -> None:
                  log_to_driver=False, _node_ip_address="127.0.0.1")
 
 
+def same_engine(a: tuple[ResolvedModel, Any], b: tuple[ResolvedModel, Any], engine_cfg: Any) -> bool:
+    """Would the two (model, model_cfg) pairs load the very same engine?"""
+    return a[0].source != "api" and _engine_key(_stage_kwargs(*a, engine_cfg)) == _engine_key(
+        _stage_kwargs(*b, engine_cfg))
+
+
 def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
-             engine_cfg: Any) -> Iterator[pa.Table]:
-    """Yield completion tables (engine.COMPLETION_SCHEMA) batch by batch as they finish."""
+             engine_cfg: Any, followup: Any = None) -> Iterator[pa.Table]:
+    """Yield completion tables (engine.COMPLETION_SCHEMA) batch by batch as they finish.
+
+    `followup` (see `LLMStage.process`) lets the same engine serve a second round of requests
+    built from each batch's completions, in the same replica.
+    """
     if requests.num_rows == 0:
         return
     if model.source == "api":
@@ -101,20 +96,20 @@ def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
     if engine_cfg.executor == "local":
         stage = local_engine(model, model_cfg, engine_cfg)
         for batch in requests.to_batches(max_chunksize=engine_cfg.batch_size):
-            yield stage(pa.Table.from_batches([batch]))
+            yield stage.process(pa.Table.from_batches([batch]), followup)
         return
     if engine_cfg.executor != "ray":
         raise ValueError(f"engine.executor={engine_cfg.executor!r}: use ray or local")
-    yield from _complete_ray(requests, model, model_cfg, engine_cfg)
+    yield from _complete_ray(requests, model, model_cfg, engine_cfg, followup)
 
 
-def _complete_ray(requests, model, model_cfg, engine_cfg) -> Iterator[pa.Table]:
+def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
     import ray
 
     from aligncultura.engine import LLMStage
 
     init_ray()
-    kwargs = _stage_kwargs(model, model_cfg, engine_cfg)
+    kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup}
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
@@ -134,5 +129,4 @@ def _complete_ray(requests, model, model_cfg, engine_cfg) -> Iterator[pa.Table]:
         num_cpus=engine_cfg.num_cpus_per_replica,
         num_gpus=engine_cfg.num_gpus_per_replica or None,
     )
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
-        yield batch
+    yield from ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0)
