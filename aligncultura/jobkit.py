@@ -159,3 +159,29 @@ def check_presets(conf_dir: Path, groups: Iterable[str], argv: list[str] | None 
                 print(f"error: {key}={name}: no such preset in {conf_dir / key}; available: "
                       f"{available}", file=sys.stderr)
                 sys.exit(2)
+
+
+def precheck(conf_dir: Path, config_name: str, groups: Iterable[str]) -> None:
+    """Validate the command line before Hydra runs the job: a bad preset name, a typo in a
+    key or a value of the wrong type is one line on stderr and exit 2 (not a stack trace)."""
+    check_presets(conf_dir, groups)
+    args = sys.argv[1:]
+    if any(a.startswith("-") for a in args):  # --multirun, --cfg, --help: Hydra's own paths
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 - every composition error is a user error here
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        if exc.__cause__ is not None:
+            lines += [x.strip() for x in str(exc.__cause__).splitlines()[:1] if x.strip()]
+        msg = " ".join(dict.fromkeys(lines[:3]))[:400] or type(exc).__name__
+        print(f"error: {msg} (see `python -m jobs.{config_name} --cfg job` for the keys)",
+              file=sys.stderr)
+        sys.exit(2)
+    finally:
+        GlobalHydra.instance().clear()

@@ -26,9 +26,9 @@ from aligncultura.jobkit import (
     JobError,
     Progress,
     cache_dir,
-    check_presets,
     cli,
     efficiency,
+    precheck,
     start_run,
 )
 from aligncultura.judges import JUDGMENT_SCHEMA
@@ -222,9 +222,8 @@ def run(cfg: Any) -> dict[str, Any]:
 def _log_wandb(cfg, rd, metrics, judgments, gens, prompts) -> dict:
     if cfg.wandb.mode == "disabled":
         return {"status": "disabled"}
-    from aligncultura.tracking import log_run
-
     from aligncultura.report import per_sample_table, per_subdomain_table
+    from aligncultura.tracking import log_run
 
     group = cfg.wandb.group or rd.path.parent.name
     return log_run(rd.path, cfg.wandb, name=f"{metrics['model']}", job_type="benchmark",
@@ -240,7 +239,7 @@ def _hydra_main(cfg: Any) -> None:
 
 
 def main() -> None:
-    check_presets(CONF, ("model", "judge", "dataset", "engine", "experiment"))
+    precheck(CONF, "benchmark", ("model", "judge", "dataset", "engine", "experiment"))
     _hydra_main()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -12,9 +13,11 @@ import pyarrow as pa
 from aligncultura import config as _config  # noqa: F401  (registers the schemas)
 from aligncultura.data import GENERATION_SCHEMA, load_prompts, quarantine_table
 from aligncultura.generation import generation_requests, generation_rows
-from aligncultura.jobkit import Progress, cache_dir, cli, efficiency, start_run
+from aligncultura.jobkit import Progress, cache_dir, cli, efficiency, precheck, start_run
 from aligncultura.models import resolve_model
 from aligncultura.runner import complete, request_table
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def plan(cfg: Any) -> dict[str, Any]:
@@ -81,6 +84,7 @@ def _hydra_main(cfg: Any) -> None:
 
 
 def main() -> None:
+    precheck(CONF, "generate", ("model", "dataset", "engine", "experiment"))
     _hydra_main()
 
 
