@@ -27,7 +27,8 @@ from typing import Any
 import pyarrow as pa
 
 REQUEST_SCHEMA = pa.schema(
-    [("request_id", pa.string()), ("messages", pa.string()), ("sampling", pa.string())]
+    [("request_id", pa.string()), ("messages", pa.string()), ("sampling", pa.string()),
+     ("key", pa.string())]  # the row cache's content key (aligncultura.cache), may be null
 )
 
 COMPLETION_SCHEMA = pa.schema(
@@ -45,6 +46,8 @@ COMPLETION_SCHEMA = pa.schema(
         ("engine_start_s", pa.float64()),
         ("cpu_s", pa.float64()),  # engine process CPU seconds for this batch, spread over rows
         ("peak_rss_mb", pa.float64()),
+        ("key", pa.string()),
+        ("cached", pa.bool_()),  # served from the row cache, not computed in this run
     ]
 )
 
@@ -73,16 +76,17 @@ def split_reasoning(text: str) -> tuple[str, str]:
     return "\n".join(r for r in reasoning if r), response
 
 
-def request_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows of {request_id, messages (list), sampling (dict)} -> REQUEST_SCHEMA."""
-    return pa.Table.from_pylist(
-        [
-            {"request_id": r["request_id"], "messages": json.dumps(r["messages"]),
-             "sampling": json.dumps(r["sampling"], sort_keys=True)}
-            for r in rows
-        ],
-        schema=REQUEST_SCHEMA,
-    )
+def request_table(rows: list[dict[str, Any]], key_salt: str | None = None) -> pa.Table:
+    """Rows of {request_id, messages (list), sampling (dict)} -> REQUEST_SCHEMA; with a
+    `key_salt` (see aligncultura.cache) each request also gets its content key."""
+    from aligncultura.cache import request_key
+
+    out = []
+    for r in rows:
+        m, s = json.dumps(r["messages"]), json.dumps(r["sampling"], sort_keys=True)
+        out.append({"request_id": r["request_id"], "messages": m, "sampling": s,
+                    "key": request_key(key_salt, m, s) if key_salt is not None else None})
+    return pa.Table.from_pylist(out, schema=REQUEST_SCHEMA)
 
 
 def build_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
@@ -160,15 +164,16 @@ class LLMStage:
         requests (e.g. judging what was just generated) served by the same engine."""
         out = self._complete(batch)
         if followup is not None:
-            more = followup(out, {})
-            if more:
-                out = pa.concat_tables([out, self._complete(request_table(more))])
+            more = followup(out)
+            if more is not None and more.num_rows:
+                out = pa.concat_tables([out, self._complete(more)])
         return out
 
     def _complete(self, batch: pa.Table | dict) -> pa.Table:
         if not isinstance(batch, pa.Table):
             batch = pa.table(batch)
         ids = batch.column("request_id").to_pylist()
+        keys = batch.column("key").to_pylist() if "key" in batch.column_names else [None] * len(ids)
         conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
         specs = [json.loads(s) for s in batch.column("sampling").to_pylist()]
         cpu0 = time.process_time()
@@ -187,11 +192,11 @@ class LLMStage:
                     outputs.append(self._chat([conv], [sampling_params(spec)])[0])
                 except Exception as exc:  # noqa: BLE001 - this row fails, the batch goes on
                     outputs.append(f"{type(exc).__name__}: {exc}"[:500] or first_error)
-        for rid, out in zip(ids, outputs, strict=True):
+        for rid, key, out in zip(ids, keys, outputs, strict=True):
             if isinstance(out, str):
                 rows.append({"request_id": rid, "sample_index": 0, "text": None, "reasoning": None,
                              "finish_reason": "error", "input_tokens": 0, "output_tokens": 0,
-                             "latency_s": None, "status": "failed", "error": out})
+                             "latency_s": None, "status": "failed", "error": out, "key": key})
                 continue
             latency = _latency(out, wall)
             for i, comp in enumerate(out.outputs):
@@ -200,13 +205,13 @@ class LLMStage:
                     "request_id": rid, "sample_index": i, "text": text, "reasoning": reasoning,
                     "finish_reason": str(comp.finish_reason), "status": "ok", "error": None,
                     "input_tokens": len(out.prompt_token_ids or []),
-                    "output_tokens": len(comp.token_ids), "latency_s": latency,
+                    "output_tokens": len(comp.token_ids), "latency_s": latency, "key": key,
                 })
         cpu = time.process_time() - cpu0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         for r in rows:
             r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / max(len(rows), 1),
-                     peak_rss_mb=rss)
+                     peak_rss_mb=rss, cached=False)
         return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
 
 

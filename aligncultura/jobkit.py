@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import resource
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -15,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aligncultura.rundir import RunDir
+from aligncultura.rundir import RunDir, write_json
 
 
 class JobError(RuntimeError):
@@ -69,10 +71,17 @@ def start_run(cfg: Any, job: str, input_files: Iterable[str]) -> RunDir:
     return rd
 
 
-def cache_dir(cfg: Any) -> Path:
+def row_cache(cfg: Any, model: Any, model_cfg: Any):
+    """The row cache for one model (`cache_dir=PATH`, default ~/.cache/aligncultura/rows);
+    `cache_dir=off` disables it."""
+    from aligncultura.cache import RowCache, salt
     from aligncultura.models import default_cache_dir
 
-    return Path(os.path.expanduser(cfg.cache_dir)) if cfg.get("cache_dir") else default_cache_dir()
+    where = cfg.get("cache_dir")
+    if where == "off":
+        return None
+    root = Path(os.path.expanduser(where)) if where else default_cache_dir() / "rows"
+    return RowCache(root, salt(model, model_cfg))
 
 
 class Progress:
@@ -85,7 +94,10 @@ class Progress:
         self.t0 = time.perf_counter()
         self.last = 0.0
 
-    def update(self, rows: int, tokens: int = 0) -> None:
+    def update(self, rows: int, tokens: int = 0, batch: pa.Table | None = None) -> None:
+        if batch is not None:  # only what this run computed counts towards the rate
+            live = batch.filter(pc.invert(pc.fill_null(batch.column("cached"), False)))
+            tokens = sum(live.column("output_tokens").to_pylist())
         self.done += rows
         self.tokens += tokens
         now = time.perf_counter()
@@ -111,6 +123,9 @@ def efficiency(completions: pa.Table, wall_s: float, num_gpus: float = 0.0,
     Engine start is reported apart and excluded from the throughput (the replicas start
     in parallel, so the largest start time is subtracted from the stage's wall time).
     """
+    n_cached = int(pc.sum(completions.column("cached")).as_py() or 0) if completions.num_rows else 0
+    if n_cached:  # rows served from the cache cost nothing in this run
+        completions = completions.filter(pc.invert(pc.fill_null(completions.column("cached"), False)))
     ok = completions.filter(pc.equal(completions.column("status"), "ok")) \
         if completions.num_rows else completions
     out_tok = int(np.sum(ok.column("output_tokens").to_numpy(zero_copy_only=False))) if ok.num_rows else 0
@@ -120,18 +135,19 @@ def efficiency(completions: pa.Table, wall_s: float, num_gpus: float = 0.0,
     starts = [x for x in completions.column("engine_start_s").to_pylist() if x is not None] \
         if completions.num_rows else []
     engine_start = max(starts) if starts else 0.0
-    steady = max(wall_s - engine_start, 1e-9)
+    steady = max(wall_s - engine_start, 1e-9) if completions.num_rows else 0.0
     cpu = float(np.nansum(completions.column("cpu_s").to_numpy(zero_copy_only=False))) \
         if completions.num_rows else 0.0
     rss = completions.column("peak_rss_mb").to_pylist() if completions.num_rows else []
     n = max(completions.num_rows, 1)
     return {
         "requests": completions.num_rows,
+        "cached_requests": n_cached,
         "output_tokens": out_tok,
         "input_tokens": in_tok,
-        "output_tok_s": out_tok / steady,
-        "input_tok_s": in_tok / steady,
-        "requests_s": completions.num_rows / steady,
+        "output_tok_s": out_tok / steady if steady else None,
+        "input_tok_s": in_tok / steady if steady else None,
+        "requests_s": completions.num_rows / steady if steady else None,
         "latency_p50_s": float(np.percentile(lat, 50)) if lat else None,
         "latency_p95_s": float(np.percentile(lat, 95)) if lat else None,
         "engine_start_s": engine_start,
@@ -185,3 +201,85 @@ def precheck(conf_dir: Path, config_name: str, groups: Iterable[str]) -> None:
         sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived: finished work is persisted, the job stops."""
+
+
+@contextlib.contextmanager
+def guard_signals(rd: RunDir):
+    """Turn termination and preemption signals into a clean stop.
+
+    Completed batches are already persisted (row cache, written atomically as they finish), so
+    stopping only records what happened and says how to resume. A handler that was installed
+    before (submitit's USR2 requeue, for one) is called afterwards so it can still act.
+    """
+    names = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+    previous: dict[int, Any] = {}
+    got: list[int] = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise Interrupted(signal.Signals(signum).name)
+
+    for name in names:
+        sig = getattr(signal, name)
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    except Interrupted as exc:
+        write_json(rd / "interrupted.json", {"signal": str(exc), "time": time.time()})
+        prev = previous.get(got[-1]) if got else None
+        if callable(prev) and prev not in (signal.default_int_handler,):
+            prev(got[-1], None)
+        raise JobError(f"interrupted by {exc}: finished rows are cached; rerun the same command "
+                       f"to resume ({rd.path})") from None
+    finally:
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+
+
+def write_row_states(rd: RunDir, prompts: Any, gens: pa.Table, judgments: pa.Table | None) -> dict:
+    """Give every input row exactly one terminal state with a reason; check they add up.
+
+    ok | unscored (a judge could not score one of its judgments) | failed (generation failed
+    after retries) | quarantined (unusable input) | not_selected (outside the split or limit).
+    """
+    states: list[dict[str, Any]] = []
+    for q in prompts.quarantine:
+        states.append({"row_id": q["row_id"] or f"{q['file']}:{q['line']}", "state": "quarantined",
+                       "reason": q["reason"]})
+    selected = set(prompts.table.column("row_id").to_pylist())
+    failed: dict[str, str] = {}
+    for g in gens.to_pylist():
+        if g["status"] != "ok":
+            failed[g["row_id"]] = g["error"] or "generation failed"
+    uns: dict[str, set[str]] = {}
+    for j in (judgments.to_pylist() if judgments is not None else []):
+        if j["status"] != "scored":
+            uns.setdefault(j["row_id"], set()).add(f"{j['criterion']}:{j['reason']}")
+    for rid in prompts.table.column("row_id").to_pylist():
+        if rid in failed:
+            states.append({"row_id": rid, "state": "failed", "reason": failed[rid][:300]})
+        elif rid in uns:
+            states.append({"row_id": rid, "state": "unscored", "reason": ", ".join(sorted(uns[rid]))})
+        else:
+            states.append({"row_id": rid, "state": "ok", "reason": ""})
+    not_selected = prompts.used - len(selected)
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s["state"]] = counts.get(s["state"], 0) + 1
+    counts["not_selected"] = not_selected
+    total = sum(counts.values())
+    rd.write_parquet("row_states.parquet", pa.Table.from_pylist(
+        states, schema=pa.schema([("row_id", pa.string()), ("state", pa.string()),
+                                  ("reason", pa.string())])))
+    line = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    if total != prompts.read:
+        raise JobError(f"accounting: {line} = {total} rows, but {prompts.read} were read")
+    print(f"rows: {prompts.read} read = {line}", flush=True)
+    return counts

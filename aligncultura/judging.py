@@ -86,15 +86,18 @@ class JudgeFollowup:
     """
 
     def __init__(self, meta: dict[str, dict[str, Any]], judge_cfg: dict[str, Any], n: int,
-                 criteria: tuple[str, ...] = CRITERIA):
+                 criteria: tuple[str, ...] = CRITERIA, key_salt: str | None = None):
         from omegaconf import OmegaConf
 
         self.meta = meta
         self.judge_cfg = OmegaConf.create(judge_cfg)
         self.n = n
         self.criteria = criteria
+        self.key_salt = key_salt
 
-    def __call__(self, completions: pa.Table, prompts_by_request: dict[str, str]) -> list[dict]:
+    def __call__(self, completions: pa.Table) -> pa.Table:
+        from aligncultura.engine import request_table
+
         out = []
         for c in completions.to_pylist():
             if "::gen" not in c["request_id"]:
@@ -103,4 +106,4 @@ class JudgeFollowup:
             gen = {"row_id": row_id, "sample_index": int(k) * self.n + int(c["sample_index"] or 0),
                    "status": c["status"], "response": c["text"]}
             out.extend(requests_for(gen, self.meta[row_id], self.judge_cfg, self.criteria))
-        return out
+        return request_table(out, self.key_salt)

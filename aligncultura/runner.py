@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
-from aligncultura.engine import REQUEST_SCHEMA, request_table  # noqa: F401  (re-exported)
+from aligncultura.engine import COMPLETION_SCHEMA, REQUEST_SCHEMA, request_table  # noqa: F401
 from aligncultura.models import ResolvedModel
 
 _LOCAL_ENGINES: dict[str, Any] = {}
@@ -80,14 +82,50 @@ def same_engine(a: tuple[ResolvedModel, Any], b: tuple[ResolvedModel, Any], engi
 
 
 def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
-             engine_cfg: Any, followup: Any = None) -> Iterator[pa.Table]:
+             engine_cfg: Any, followup: Any = None, cache: Any = None,
+             stats: dict | None = None) -> Iterator[pa.Table]:
     """Yield completion tables (engine.COMPLETION_SCHEMA) batch by batch as they finish.
 
-    `followup` (see `LLMStage.process`) lets the same engine serve a second round of requests
-    built from each batch's completions, in the same replica.
+    With a `cache` (aligncultura.cache.RowCache), requests whose key is cached are served from
+    it first (``cached=True``) and every computed batch is persisted as soon as it arrives; when
+    nothing is left to compute no engine starts. `followup` (see `LLMStage.process`) lets the
+    same engine serve a second round of requests built from each batch, in the same replica.
+    `stats` (a dict) receives ``cached``/``computed``/``failed`` request counts.
     """
+    stats = stats if stats is not None else {}
+    stats.setdefault("cached", 0)
+    stats.setdefault("computed", 0)
     if requests.num_rows == 0:
         return
+    if cache is not None:
+        hits, todo = [], []
+        for i, (rid, key) in enumerate(zip(requests.column("request_id").to_pylist(),
+                                           requests.column("key").to_pylist(), strict=True)):
+            rows = cache.get(key) if key else None
+            if rows:
+                hits.extend({**r, "request_id": rid, "cached": True} for r in rows)
+            else:
+                todo.append(i)
+        stats["cached"] += requests.num_rows - len(todo)
+        if hits:
+            yield pa.Table.from_pylist(hits, schema=COMPLETION_SCHEMA)
+        requests = requests.take(pa.array(todo, pa.int64()))
+        if requests.num_rows == 0:
+            return
+    stats["computed"] += requests.num_rows
+    key_of = dict(zip(requests.column("request_id").to_pylist(),
+                      requests.column("key").to_pylist(), strict=True))
+    for batch in _complete(requests, model, model_cfg, engine_cfg, followup):
+        if cache is not None:
+            rows = batch.to_pylist()
+            for r in rows:  # engines that do not echo keys (API) get them here
+                if not r.get("key"):
+                    r["key"] = key_of.get(r["request_id"])
+            cache.put(rows)
+        yield batch
+
+
+def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
     if model.source == "api":
         from aligncultura.api_engine import complete_api
 
@@ -120,6 +158,7 @@ def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[
         replicas = max(1, int(gpus // per)) if per else 1
     n_blocks = max(1, -(-requests.num_rows // engine_cfg.batch_size))
     ds = ray.data.from_arrow(requests).repartition(n_blocks)
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
     ds = ds.map_batches(
         LLMStage,
         fn_constructor_kwargs=kwargs,
@@ -128,5 +167,27 @@ def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[
         compute=ray.data.ActorPoolStrategy(size=replicas),
         num_cpus=engine_cfg.num_cpus_per_replica,
         num_gpus=engine_cfg.num_gpus_per_replica or None,
+        max_restarts=engine_cfg.max_restarts,
+        max_task_retries=engine_cfg.max_restarts,
     )
-    yield from ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0)
+    seen: set[str] = set()
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+            seen.update(batch.column("request_id").to_pylist())
+            yield batch
+    except Exception as exc:  # noqa: BLE001 - replicas died past their retries
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        error = f"engine failed after {engine_cfg.max_restarts} restarts: {type(exc).__name__}: " \
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        print(f"warning: {error}; the rows not finished are marked failed", file=sys.stderr)
+        left = [r for r in requests.to_pylist() if r["request_id"] not in seen]
+        yield failed_rows(left, error)
+
+
+def failed_rows(requests: list[dict[str, Any]], error: str) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"request_id": r["request_id"], "sample_index": 0, "finish_reason": "error",
+          "input_tokens": 0, "output_tokens": 0, "status": "failed", "error": error,
+          "key": r.get("key"), "cached": False} for r in requests],
+        schema=COMPLETION_SCHEMA)

@@ -13,7 +13,17 @@ import pyarrow as pa
 from aligncultura import config as _config  # noqa: F401  (registers the schemas)
 from aligncultura.data import GENERATION_SCHEMA, load_prompts, quarantine_table
 from aligncultura.generation import generation_requests, generation_rows
-from aligncultura.jobkit import Progress, cache_dir, cli, efficiency, precheck, start_run
+from aligncultura.jobkit import (
+    JobError,
+    Progress,
+    cli,
+    efficiency,
+    guard_signals,
+    precheck,
+    row_cache,
+    start_run,
+    write_row_states,
+)
 from aligncultura.models import resolve_model
 from aligncultura.runner import complete, request_table
 
@@ -23,7 +33,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 def plan(cfg: Any) -> dict[str, Any]:
     """Validate config, inputs and model paths without starting an engine."""
     prompts = load_prompts(cfg.dataset)
-    model = resolve_model(cfg.model, cache_dir(cfg), provision=not cfg.dry_run)
+    model = resolve_model(cfg.model, provision=not cfg.dry_run)
     return {"prompts": prompts, "model": model}
 
 
@@ -44,36 +54,42 @@ def run(cfg: Any) -> dict[str, Any]:
         rd.write_parquet("quarantine.parquet", quarantine_table(prompts.quarantine))
     reqs = generation_requests(prompts.table, cfg.model, cfg.generation)
     by_id = {r["request_id"]: r for r in reqs}
+    cache = row_cache(cfg, model, cfg.model)
     t0 = time.perf_counter()
     progress = Progress("generate", len(reqs), enabled=cfg.progress)
-    parts, comps = [], []
-    for batch in complete(request_table(reqs), model, cfg.model, cfg.engine):
-        comps.append(batch)
-        parts.append(generation_rows(batch, by_id, model.name, n))
-        progress.update(len(set(batch.column("request_id").to_pylist())),
-                        sum(batch.column("output_tokens").to_pylist()))
+    parts, comps, stats = [], [], {}
+    with guard_signals(rd):
+        for batch in complete(request_table(reqs, cache.salt if cache else None), model,
+                              cfg.model, cfg.engine, cache=cache, stats=stats):
+            comps.append(batch)
+            parts.append(generation_rows(batch, by_id, model.name, n))
+            progress.update(len(set(batch.column("request_id").to_pylist())), batch=batch)
     wall = time.perf_counter() - t0
+    if stats["computed"] == 0:
+        print(f"all {stats['cached']} rows cached: no engine started", flush=True)
     gens = pa.concat_tables(parts).sort_by([("row_id", "ascending"), ("sample_index", "ascending")]) \
         if parts else GENERATION_SCHEMA.empty_table()
     rd.write_parquet("generations.parquet", gens)
     completions = pa.concat_tables(comps)
     failed = sum(1 for s in gens.column("status").to_pylist() if s != "ok")
+    states = write_row_states(rd, prompts, gens, None)
     summary = {
         "job": "generate",
         "model": model.name,
-        "rows": prompts.counts,
+        "rows": {**prompts.counts, "states": states},
         "generations": {"expected": expected, "written": gens.num_rows, "ok": gens.num_rows - failed,
-                        "failed": failed},
+                        "failed": failed, **stats},
         "efficiency": efficiency(completions, wall, cfg.engine.num_gpus_per_replica,
                                  cfg.engine.replicas),
     }
     if gens.num_rows != expected:
         rd.write_json("summary.json", summary)
-        raise RuntimeError(f"accounting: {gens.num_rows} generations written, {expected} expected")
+        raise JobError(f"accounting: {gens.num_rows} generations written, {expected} expected")
     rd.write_json("summary.json", summary)
     eff = summary["efficiency"]
+    rate = f"{eff['output_tok_s']:.1f}" if eff["output_tok_s"] is not None else "n/a"
     print(f"generate: {gens.num_rows} generations ({failed} failed), "
-          f"{eff['output_tok_s']:.1f} out tok/s, engine start {eff['engine_start_s']:.0f}s, "
+          f"{rate} out tok/s, engine start {eff['engine_start_s']:.0f}s, "
           f"wall {wall:.0f}s -> {rd.path}", flush=True)
     return {"run_dir": str(rd.path), "summary": summary}
 

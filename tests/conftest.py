@@ -36,7 +36,8 @@ def quickstart_benchmark(tmp_path_factory):
     """One real benchmark (embedded model as model and judge, vLLM on a local Ray)."""
     run_dir = tmp_path_factory.mktemp("bench") / "run"
     proc = run_job("benchmark", "experiment=quickstart", "dataset.limit=4",
-                   "generation.max_tokens=32", f"run_dir={run_dir}", "wandb.group=tests")
+                   "generation.max_tokens=32", f"run_dir={run_dir}", "wandb.group=tests",
+                   f"cache_dir={run_dir.parent / 'cache'}")
     if proc.returncode != 0:
         pytest.fail(f"benchmark failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                     f"{proc.stderr[-3000:]}")

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 def generated(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("gen") / "run"
     proc = run_job("generate", "experiment=quickstart", "dataset.limit=3", "generation.n=2",
-                   "generation.max_tokens=24", f"run_dir={run_dir}")
+                   "generation.max_tokens=24", f"run_dir={run_dir}",
+                   f"cache_dir={run_dir.parent / 'cache'}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return run_dir, proc
 
@@ -56,7 +57,7 @@ def test_summary_efficiency_and_manifest(generated):
 def test_multirun_one_dir_per_job(tmp_path):
     """A local Hydra multirun; engine=local keeps one engine for both jobs in one process."""
     proc = run_job("generate", "-m", "generation.temperature=0.2,0.7", "engine=local",
-                   "experiment=quickstart", "dataset.limit=2", "generation.max_tokens=8",
+                   "experiment=quickstart", "dataset.limit=2", "generation.max_tokens=8", "cache_dir=off",
                    f"hydra.sweep.dir={tmp_path}", "progress=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "summary.json").exists())
