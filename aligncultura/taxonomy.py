@@ -17,6 +17,8 @@ free-text ``domain`` column is kept as ``topic``.
 
 from __future__ import annotations
 
+import numbers
+import re
 from dataclasses import dataclass
 
 NONE_ID = 41
@@ -103,14 +105,16 @@ class TaxonomyError(ValueError):
 
 def subdomain(key: int | str) -> Subdomain:
     """Look a subdomain up by id (int or digit string) or by name (case-insensitive)."""
-    if isinstance(key, bool):
+    if isinstance(key, bool) or not isinstance(key, numbers.Integral | str):
+        # not str(key): None would find the "None" class, 3.0 would be looked up as a name
         raise TaxonomyError(f"unknown subdomain {key!r}: expected an id 0-{NONE_ID} or a name")
-    if isinstance(key, int):
+    if isinstance(key, numbers.Integral):
+        key = int(key)
         if key in _BY_ID:
             return _BY_ID[key]
         raise TaxonomyError(f"unknown subdomain id {key}: valid ids are 0-{NONE_ID} ({NONE_ID} = None)")
     text = str(key).strip()
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"[+-]?\d+", text):  # not str.isdigit(): "²" and "--3" pass it
         return subdomain(int(text))
     found = _BY_NAME.get(text.casefold())
     if found is None:
