@@ -126,7 +126,9 @@ class JudgeConfig:
 
 @dataclass
 class BenchConfig:
-    seeds: list[int] = field(default_factory=lambda: [0])  # generation runs averaged per prompt
+    # generation runs averaged per prompt (the paper averages 3); null = [0] on CPU engines and
+    # [0, 1, 2] on GPU engines
+    seeds: list[int] | None = None
     criteria: list[str] = field(
         default_factory=lambda: ["helpful", "harmless", "truthful", "informative"]
     )

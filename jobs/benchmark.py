@@ -7,6 +7,8 @@ A. generate with the model under test (the generation stage); when model and jud
    generated;
 B. judge every response not judged yet with the judge role (and `judge2=<preset>`);
 C. metrics with bootstrap CIs, efficiency, row states; W&B; a printed results table.
+With `bench.determinism_sample=0.05` a seeded 5% of the prompts is generated and judged again
+with another batch composition and no cache: `metrics.json["determinism"]` says what changed.
 Every request goes through the row cache: a rerun recomputes only what is missing.
 """
 
@@ -18,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
 from aligncultura import config as schemas
-from aligncultura.agreement import judge_agreement, position_flip_rate
+from aligncultura.agreement import determinism_changes, judge_agreement, position_flip_rate
 from aligncultura.data import GENERATION_SCHEMA, load_prompts, quarantine_table
 from aligncultura.engine import COMPLETION_SCHEMA
 from aligncultura.generation import generation_requests, generation_rows
@@ -37,6 +40,7 @@ from aligncultura.jobkit import (
     start_run,
     write_row_states,
 )
+from aligncultura.judges import JUDGMENT_SCHEMA
 from aligncultura.judging import JudgeFollowup, judgment_rows, requests_for
 from aligncultura.metrics import compute_metrics
 from aligncultura.models import resolve_model
@@ -107,6 +111,32 @@ def _judge(cfg, gens, meta, judge_cfg, judge_model, criteria, model_name, stats)
     return judgment_rows(completions, model_name, judge_model.name), completions, wall
 
 
+def _determinism_probe(cfg, prompts, meta, model, judge, seeds, criteria, gens, judgments):
+    """`bench.determinism_sample`: generate a seeded sample of the prompts again with another
+    batch composition (reverse order, a smaller engine batch size, the row cache bypassed),
+    judge it again (no cache either) and report the share of responses and verdicts that
+    changed (`agreement.determinism_changes`). Costs one more engine pass."""
+    share = float(cfg.bench.determinism_sample)
+    total = prompts.num_rows
+    k = min(total, max(1, round(share * total)))
+    rng = np.random.default_rng(int(cfg.generation.seed))
+    picked = sorted(rng.choice(total, size=k, replace=False).tolist(), reverse=True)
+    batch_size = max(1, min(int(cfg.engine.batch_size) // 2, -(-k // 2)))
+    probe = OmegaConf.merge(cfg, {"cache_dir": "off", "engine": {"batch_size": batch_size}})
+    print(f"determinism probe: {k} prompt(s) again in reverse order, engine batch size "
+          f"{batch_size}, no cache", flush=True)
+    gens2, _, side, _, shared = _generate(probe, prompts.take(pa.array(picked)), meta, model,
+                                          judge, seeds, criteria, {})
+    if shared:
+        judged2 = judgment_rows(pa.concat_tables(side), model.name, judge.name) if side \
+            else JUDGMENT_SCHEMA.empty_table()
+    else:
+        judged2, _, _ = _judge(probe, gens2, meta, probe.judge, judge, criteria, model.name, {})
+    return {"sample_share": share, "sample_prompts": k, "order": "reverse",
+            "batch_size": batch_size, "seed": int(cfg.generation.seed),
+            **determinism_changes(gens, gens2, judgments, judged2)}
+
+
 def unscored_failures(judgments: pa.Table, judge: str, limit: float) -> list[str]:
     """One message per criterion whose unscored share is above `judge.max_unscored_rate`."""
     bad = []
@@ -133,7 +163,12 @@ def run(cfg: Any) -> dict[str, Any]:
     judge2_cfg = load_judge_preset(cfg.judge2) if cfg.judge2 else None
     judge2 = resolve_model(judge2_cfg.model, key="judge2.model",
                            provision=provision) if judge2_cfg else None
-    seeds, criteria, n = list(cfg.bench.seeds), tuple(cfg.bench.criteria), int(cfg.generation.n)
+    seeds = list(cfg.bench.seeds) if cfg.bench.seeds else \
+        ([0, 1, 2] if cfg.engine.num_gpus_per_replica else [0])
+    criteria, n = tuple(cfg.bench.criteria), int(cfg.generation.n)
+    if not 0 <= cfg.bench.determinism_sample <= 1:
+        raise JobError(f"bench.determinism_sample={cfg.bench.determinism_sample}: give a share "
+                       "of the prompts in [0, 1] (0 = no determinism probe)")
     print(f"plan: {prompts.table.num_rows} prompts (read {prompts.read}, quarantined "
           f"{len(prompts.quarantine)}) x {len(seeds)} seed(s) x n={n}; model {model.name}, "
           f"judge {judge.name}{', judge2 ' + judge2.name if judge2 else ''}; engine "
@@ -166,6 +201,8 @@ def run(cfg: Any) -> dict[str, Any]:
         if judge2:
             judgments2, _, _ = _judge(cfg, gens, meta, judge2_cfg, judge2, criteria, model.name, {})
             rd.write_parquet("judgments_judge2.parquet", judgments2)
+        determinism = _determinism_probe(cfg, prompts.table, meta, model, judge, seeds, criteria,
+                                         gens, judgments) if cfg.bench.determinism_sample else None
     if gen_stats["computed"] + judge_stats["computed"] == 0:
         print(f"all {gen_stats['cached'] + judge_stats['cached']} rows cached: no engine started")
 
@@ -195,6 +232,8 @@ def run(cfg: Any) -> dict[str, Any]:
     if judgments2 is not None:
         metrics["judge2"] = {"judge": judge2.name,
                              "agreement": judge_agreement(judgments, judgments2, row_meta)}
+    if determinism is not None:
+        metrics["determinism"] = determinism
     rd.write_json("metrics.json", metrics)
     failures = unscored_failures(judgments, judge.name, cfg.judge.max_unscored_rate)
     summary = {

@@ -1,0 +1,100 @@
+"""Judging cost: structured outputs vs unconstrained, prefix caching on vs off, side by side.
+
+    python bench/bench_judging.py [--requests 40 --repeats 3]
+
+The judge prompts are the benchmark's own (aligncultura.judging.requests_for) over the embedded
+sample, with the sample's reference answers standing in for model responses. One engine with
+prefix caching on serves structured and unconstrained batches alternately (same prompts, same
+sampling, `repetition` of the pair `--repeats` times, medians); a second engine with prefix
+caching off serves the structured batches again. Engine starts are excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import pyarrow as pa
+from omegaconf import OmegaConf
+
+from aligncultura.config import InputConfig, JudgeConfig, ModelConfig
+from aligncultura.data import load_prompts
+from aligncultura.engine import CPU_ENV_DEFAULTS, LLMStage, request_table
+from aligncultura.judging import requests_for
+from aligncultura.models import default_cache_dir, provision_embedded
+
+
+def judge_requests(n: int, structured: bool) -> pa.Table:
+    cfg = OmegaConf.structured(JudgeConfig(model=ModelConfig(name="x"), max_tokens=192,
+                                           structured=structured))
+    prompts = load_prompts(InputConfig(name="sample", format="jsonl", topic_field="topic",
+                                       helpful_field="helpful_response",
+                                       harmless_field="harmless_response",
+                                       honest_field="honest_response")).table.to_pylist()
+    reqs = []
+    for p in prompts:
+        gen = {"row_id": p["row_id"], "sample_index": 0, "status": "ok",
+               "response": p["harmless_ref"]}
+        reqs.extend(requests_for(gen, p, cfg))
+        if len(reqs) >= n:
+            break
+    return request_table(reqs[:n])
+
+
+def timed(stage: LLMStage, reqs: pa.Table) -> dict:
+    t0 = time.perf_counter()
+    out = stage(reqs)
+    dt = time.perf_counter() - t0
+    toks = sum(out.column("output_tokens").to_pylist())
+    return {"req_s": reqs.num_rows / dt, "tok_s": toks / dt, "s": dt,
+            "mean_out_tokens": toks / reqs.num_rows}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    for k, v in CPU_ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    path, _ = provision_embedded("smollm2_135m", default_cache_dir())
+    model = {"path": str(path)}
+    base = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
+    s_reqs, u_reqs = judge_requests(args.requests, True), judge_requests(args.requests, False)
+    res: dict[str, list[dict]] = {"structured": [], "unconstrained": [], "structured_noprefix": []}
+    stage = LLMStage(model, {**base, "enable_prefix_caching": True})
+    timed(stage, s_reqs.slice(0, 8))  # warm-up (grammar compilation, caches)
+    for _ in range(args.repeats):
+        res["structured"].append(timed(stage, s_reqs))
+        res["unconstrained"].append(timed(stage, u_reqs))
+    del stage
+    stage = LLMStage(model, {**base, "enable_prefix_caching": False})
+    timed(stage, s_reqs.slice(0, 8))
+    for _ in range(args.repeats):
+        res["structured_noprefix"].append(timed(stage, s_reqs))
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("req_s", "tok_s",
+                                                                 "mean_out_tokens")}
+           for k, v in res.items()}
+    print(f"| judging ({args.requests} requests, median of {args.repeats}) | requests/s | "
+          "output tok/s | mean output tokens |")
+    print("|---|---:|---:|---:|")
+    names = {"structured": "structured (JSON schema), prefix caching on",
+             "unconstrained": "unconstrained, prefix caching on",
+             "structured_noprefix": "structured (JSON schema), prefix caching off"}
+    for k, m in med.items():
+        print(f"| {names[k]} | {m['req_s']:.2f} | {m['tok_s']:.1f} | {m['mean_out_tokens']:.1f} |")
+    cost = 1 - med["structured"]["req_s"] / med["unconstrained"]["req_s"]
+    prefix = med["structured"]["req_s"] / med["structured_noprefix"]["req_s"]
+    print(f"\nstructured-output cost in requests/s vs unconstrained: {100 * cost:.1f}%")
+    print(f"prefix caching speed-up (structured): {prefix:.2f}x")
+    print(json.dumps({"runs": res, "median": med, "structured_cost": cost,
+                      "prefix_speedup": prefix, "args": vars(args)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
