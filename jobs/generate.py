@@ -45,7 +45,7 @@ def run(cfg: Any) -> dict[str, Any]:
     line = (f"plan: {prompts.table.num_rows} prompts (read {prompts.read}, quarantined "
             f"{len(prompts.quarantine)}) x n={n} with model {model.name} ({model.source}: "
             f"{model.path}) on engine {cfg.engine.name} ({cfg.engine.executor}, "
-            f"{cfg.engine.replicas} replica(s)), max_tokens {cfg.generation.max_tokens}")
+            f"{cfg.engine.replicas or 'auto'} replica(s)), max_tokens {cfg.generation.max_tokens}")
     print(line, flush=True)
     if cfg.dry_run:
         return {"dry_run": True, "plan": line}
