@@ -1,0 +1,187 @@
+"""Within-set deduplication: candidate pairs -> exact verification -> union-find clusters.
+
+Candidates come from MinHash LSH bands or SimHash block tables (lsh.py); each candidate is
+verified exactly (Jaccard on the shingle sets, or Hamming distance on the fingerprints);
+verified pairs are merged with union-find. The representative of a cluster is its smallest
+row index (the earliest row), so the result does not depend on pair order, and
+``cluster_id`` is that row index. ``similarity`` is each member's similarity to its
+representative (Jaccard, or 1 - Hamming / 64), computed directly rather than along the
+chain that linked them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .lsh import band_keys, lsh_params, self_pairs
+from .minhash import MinHashConfig, minhash
+from .shingles import (
+    OK,
+    U64,
+    NormalizeConfig,
+    Shingles,
+    TextBatch,
+    fmix64,
+    intersection_sizes,
+    normalize,
+    shingles,
+    unique_sets,
+)
+from .simhash import SimHashConfig, hamming, near_pairs, simhash
+
+
+@dataclass
+class DedupConfig:
+    method: str = "minhash"  # minhash | simhash
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    simhash: SimHashConfig = field(default_factory=SimHashConfig)
+
+
+def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Union-find over n nodes and edges (i, j): each node's root, the smallest node of its
+    component. Vectorised: hook every root to the smaller root across an edge, compress
+    paths by pointer jumping, repeat until no edge joins two roots."""
+    parent = np.arange(n, dtype=np.int64)
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    while len(i):
+        while True:  # full path compression: parent[x] becomes x's root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+        ri, rj = parent[i], parent[j]
+        apart = ri != rj
+        if not apart.any():
+            break
+        i, j, ri, rj = i[apart], j[apart], ri[apart], rj[apart]
+        np.minimum.at(parent, np.maximum(ri, rj), np.minimum(ri, rj))
+    return parent
+
+
+def _set_keys(sets: Shingles) -> np.ndarray:
+    """An order-free 64-bit key per set (equal sets, equal keys), 0 for empty sets."""
+    counts = sets.counts
+    keys = np.zeros(len(counts), dtype=U64)
+    live = counts > 0
+    if live.any():
+        keys[live] = np.add.reduceat(fmix64(sets.hashes), sets.offsets[:-1][live])
+    keys += counts.astype(U64)
+    return fmix64(keys)
+
+
+def jaccard_pairs(sets: Shingles, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of rows i and j (sets from `unique_sets`)."""
+    inter = intersection_sizes(sets, sets, i, j)
+    union = sets.counts[i] + sets.counts[j] - inter
+    return np.divide(inter, union, out=np.zeros(len(inter)), where=union > 0)
+
+
+def minhash_edges(
+    sets: Shingles, valid: np.ndarray, cfg: MinHashConfig = MinHashConfig()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Verified pairs (i, j, Jaccard >= cfg.threshold) among the valid rows.
+
+    Rows with identical shingle sets are collapsed to their first row before LSH (and
+    linked to it with Jaccard 1), so exact-duplicate groups cost no quadratic blow-up.
+    """
+    rows = np.flatnonzero(valid)
+    keys = _set_keys(sets)[rows]
+    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    heads = rows[first]  # np.unique's first index = smallest row of each group
+    sig = minhash(sets.take(heads), cfg)
+    bands, rws = lsh_params(cfg.threshold, cfg.num_perm, (cfg.fp_weight, cfg.fn_weight))
+    bk = band_keys(sig, bands, rws)
+    ui, uj = self_pairs((bk[:, t] for t in range(bands)), len(heads))
+    i, j = heads[ui], heads[uj]
+    jac = jaccard_pairs(sets, i, j)
+    ok = jac >= cfg.threshold
+    dup = rows != heads[inv]
+    return (
+        np.concatenate([i[ok], heads[inv][dup]]),
+        np.concatenate([j[ok], rows[dup]]),
+        np.concatenate([jac[ok], np.ones(int(dup.sum()))]),
+    )
+
+
+def _cluster_table(ids: pa.Array, roots: np.ndarray, sim: np.ndarray, status: np.ndarray) -> pa.Table:
+    null = status != OK
+    size = np.bincount(roots, minlength=len(roots))[roots]
+    taken = ids.take(pa.array(roots, pa.int64()))
+    return pa.table(
+        {
+            "id": ids,
+            "cluster_id": pa.array(roots, pa.int64(), mask=null),
+            "representative": pc.if_else(pa.array(null), pa.nulls(len(ids), taken.type), taken),
+            "is_representative": pa.array(roots == np.arange(len(roots)), pa.bool_(), mask=null),
+            "cluster_size": pa.array(size, pa.int64(), mask=null),
+            "similarity": pa.array(sim, pa.float64(), mask=null),
+            "status": pa.array(status.astype(str), pa.string()),
+        }
+    )
+
+
+def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig()) -> pa.Table:
+    """One row per input row: id, cluster_id, representative, is_representative,
+    cluster_size, similarity (to the representative), status (ok / null / empty).
+
+    ids default to the row index. Null and empty texts are never clustered.
+    """
+    tb = TextBatch(texts, cfg.normalize)
+    ids = pa.array(np.arange(tb.n)) if ids is None else _as_array(ids)
+    if len(ids) != tb.n:
+        raise ValueError(f"{len(ids)} ids for {tb.n} texts")
+    ok = tb.ok
+    n = tb.n
+    if cfg.method == "simhash":
+        fps = simhash(shingles(tb, cfg.simhash.shingles))
+        rows = np.flatnonzero(ok)
+        i, j, _ = near_pairs(fps[rows], cfg.simhash.max_distance, cfg.simhash.num_blocks)
+        roots = connected_components(n, rows[i], rows[j])
+        sim = 1.0 - hamming(fps, fps[roots]) / 64.0
+    elif cfg.method == "minhash":
+        sets = unique_sets(shingles(tb, cfg.minhash.shingles, mix=False))
+        i, j, _ = minhash_edges(sets, ok & (sets.counts > 0), cfg.minhash)
+        roots = connected_components(n, i, j)
+        sim = np.ones(n)
+        moved = np.flatnonzero(roots != np.arange(n))
+        sim[moved] = jaccard_pairs(sets, moved, roots[moved])
+    else:
+        raise ValueError(f"dedup.method={cfg.method!r}: use 'minhash' or 'simhash'")
+    return _cluster_table(ids, roots, sim, tb.status)
+
+
+def exact_clusters(texts, ids=None, norm: NormalizeConfig = NormalizeConfig()) -> pa.Table:
+    """Clusters of rows whose normalised texts are identical (same columns as above)."""
+    normed = normalize(texts, norm)
+    n = len(normed)
+    ids = pa.array(np.arange(n)) if ids is None else _as_array(ids)
+    codes = np.asarray(pc.dictionary_encode(normed).indices.fill_null(-1), dtype=np.int64)
+    status = np.full(n, OK, dtype=object)
+    status[np.asarray(pc.equal(pc.utf8_length(normed), 0).fill_null(False))] = "empty"
+    status[np.asarray(normed.is_null())] = "null"
+    codes[status != OK] = -1
+    first = np.full(max(int(codes.max()) + 1, 0) if n else 0, n, dtype=np.int64)
+    live = codes >= 0
+    np.minimum.at(first, codes[live], np.flatnonzero(live))
+    roots = np.arange(n, dtype=np.int64)
+    roots[live] = first[codes[live]]
+    return _cluster_table(ids, roots, np.ones(n), status)
+
+
+def _as_array(ids) -> pa.Array:
+    if isinstance(ids, pa.ChunkedArray):
+        return ids.combine_chunks()
+    return ids if isinstance(ids, pa.Array) else pa.array(list(ids))
+
+
+def duplicate_groups(table: pa.Table) -> int:
+    """Number of clusters with more than one member in a cluster table."""
+    rep = np.asarray(table["is_representative"].fill_null(False))
+    size = np.asarray(table["cluster_size"].fill_null(0))
+    return int(((size > 1) & rep).sum())

@@ -1,0 +1,356 @@
+"""Eval-vs-reference leakage: index the (small) eval set, stream reference batches past it.
+
+    index = build_index(eval_texts, eval_ids, LeakageConfig())
+    result = scan_files(index, "refs/")            # in-process: a loop over Arrow batches
+    result = scan_ray(index, "refs/")              # Ray Data: map_batches over the files
+    summarize(result)                              # flagged share with a Wilson 95% CI
+
+Both runners call the same pure function, `scan_batch(index, batch) -> matches`, and reduce
+its output with `best_matches` (best reference per eval row and method, ties broken by the
+smaller reference id, so the result does not depend on batch order). A reference row is
+compared three ways; each method reports only verified pairs:
+- simhash: Hamming distance <= max_distance (the paper's dedup setting, 10 of 64 bits);
+- minhash: LSH candidates verified by exact Jaccard >= threshold on the shingle sets;
+- containment: share of the eval text's n-grams found verbatim in the reference (an eval
+  prompt embedded in a longer document).
+`flagged` is any method of ``flag_methods`` matching (default minhash or containment; the
+per-method columns are always filled when that method matched). Memory stays flat in corpus
+size: a batch is reduced to at most one row per (eval row, method) before it leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .containment import ContainmentConfig, ContainmentIndex
+from .lsh import BucketIndex, band_keys, lsh_params
+from .minhash import MinHashConfig, minhash
+from .shingles import (
+    NormalizeConfig,
+    Shingles,
+    TextBatch,
+    intersection_sizes,
+    shingles,
+    unique_sets,
+)
+from .simhash import SimHashConfig, SimHashIndex, simhash
+
+METHODS = ("simhash", "minhash", "containment")
+MATCH_SCHEMA = pa.schema(
+    [
+        ("eval_row", pa.int64()),
+        ("ref_id", pa.string()),
+        ("method", pa.string()),
+        ("similarity", pa.float64()),  # 1 - hamming/64 | Jaccard | containment
+        ("hamming", pa.int64()),  # simhash only
+    ]
+)
+
+
+@dataclass
+class LeakageConfig:
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    simhash: SimHashConfig = field(default_factory=SimHashConfig)
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    containment: ContainmentConfig = field(default_factory=ContainmentConfig)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))  # computed and reported
+    flag_methods: list[str] = field(default_factory=lambda: ["minhash", "containment"])
+    text_column: str = "text"  # of the reference data
+    id_column: str = "id"
+    batch_size: int = 2048  # reference rows per batch
+
+    def __post_init__(self) -> None:
+        bad = [m for m in [*self.methods, *self.flag_methods] if m not in METHODS]
+        if bad:
+            raise ValueError(f"leakage methods {bad} unknown: use {list(METHODS)}")
+        missing = [m for m in self.flag_methods if m not in self.methods]
+        if missing:
+            raise ValueError(f"leakage.flag_methods {missing} must also be in leakage.methods")
+
+
+@dataclass
+class LeakageIndex:
+    """Everything a scan needs about the eval set; picklable (Ray ships it to workers)."""
+
+    config: LeakageConfig
+    ids: pa.Array  # eval ids, as strings
+    status: np.ndarray  # ok / null / empty per eval row
+    simhash: SimHashIndex | None
+    sets: Shingles | None  # minhash shingle sets (sorted, unique) of the eval rows
+    bands: BucketIndex | None
+    lsh: tuple[int, int]
+    containment: ContainmentIndex | None
+
+
+def build_index(texts, ids=None, cfg: LeakageConfig | None = None) -> LeakageIndex:
+    """Index the eval texts (ids default to the row index)."""
+    cfg = cfg or LeakageConfig()
+    tb = TextBatch(texts, cfg.normalize)
+    ids = pa.array([str(i) for i in range(tb.n)], pa.string()) if ids is None else _ids(ids)
+    if len(ids) != tb.n:
+        raise ValueError(f"build_index: {len(ids)} ids for {tb.n} eval texts")
+    ok = tb.ok
+    sim_index = sets = bands = cont = None
+    lsh = (0, 0)
+    if "simhash" in cfg.methods:
+        sim_index = SimHashIndex(simhash(shingles(tb, cfg.simhash.shingles)), ok, cfg.simhash)
+    if "minhash" in cfg.methods:
+        m = cfg.minhash
+        sh = shingles(tb, m.shingles, mix=False)
+        sets = unique_sets(sh)
+        lsh = lsh_params(m.threshold, m.num_perm, (m.fp_weight, m.fn_weight))
+        keys = band_keys(minhash(sh, m), *lsh)
+        rows = np.flatnonzero(ok)
+        bands = BucketIndex((keys[rows, t] for t in range(lsh[0])), rows)
+    if "containment" in cfg.methods:
+        cont = ContainmentIndex(tb, cfg.containment)
+    return LeakageIndex(cfg, ids, tb.status, sim_index, sets, bands, lsh, cont)
+
+
+def _ids(values) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values))
+    return pc.cast(values, pa.string())
+
+
+def _column(batch, name: str, what: str):
+    if name not in batch.schema.names:
+        raise KeyError(
+            f"reference batch has no {what} column {name!r} (columns: {batch.schema.names}); "
+            f"set leakage.{what}_column"
+        )
+    return batch.column(name)
+
+
+def scan_batch(index: LeakageIndex, batch: pa.RecordBatch | pa.Table, keep: str = "best") -> pa.Table:
+    """Verified matches between the eval set and one batch of reference rows.
+
+    keep="best": at most one row per (eval row, method), the most similar reference;
+    keep="all": every verified pair (for analysis; grows with the number of matches).
+    """
+    cfg = index.config
+    tb = TextBatch(_column(batch, cfg.text_column, "text"), cfg.normalize)
+    ref_ids = _ids(_column(batch, cfg.id_column, "id"))
+    ok = tb.ok
+    found: list[tuple] = []  # (eval_row, ref_row, method, similarity, hamming)
+    if index.simhash is not None:
+        fps = simhash(shingles(tb, cfg.simhash.shingles))
+        q, e, d = index.simhash.query(fps, ok)
+        found.append((e, q, "simhash", 1.0 - d / 64.0, d))
+    if index.bands is not None:
+        m = cfg.minhash
+        sh = shingles(tb, m.shingles, mix=False)
+        rows = np.flatnonzero(ok & (sh.counts > 0))
+        if len(rows):
+            keys = band_keys(minhash(sh.take(rows), m), *index.lsh)
+            q, e = index.bands.query(keys[:, t] for t in range(index.lsh[0]))
+            refs, qpos = np.unique(q, return_inverse=True)
+            ref_sets = unique_sets(sh.take(rows[refs]))
+            inter = intersection_sizes(index.sets, ref_sets, e, qpos)
+            union = index.sets.counts[e] + ref_sets.counts[qpos] - inter
+            jac = inter / np.maximum(union, 1)
+            hit = jac >= m.threshold
+            found.append((e[hit], rows[q[hit]], "minhash", jac[hit], None))
+    if index.containment is not None:
+        r, e, c = index.containment.query(tb)
+        hit = ok[r] & (c >= cfg.containment.min_containment)
+        found.append((e[hit], r[hit], "containment", c[hit], None))
+    return _matches_table(found, ref_ids, keep)
+
+
+def _matches_table(found: list[tuple], ref_ids: pa.Array, keep: str) -> pa.Table:
+    cols: dict[str, list] = {name: [] for name in MATCH_SCHEMA.names}
+    for e, r, method, sim, dist in found:
+        if len(e) == 0:
+            continue
+        cols["eval_row"].append(pa.array(e, pa.int64()))
+        cols["ref_id"].append(ref_ids.take(pa.array(r, pa.int64())))
+        cols["method"].append(pa.array([method] * len(e), pa.string()))
+        cols["similarity"].append(pa.array(sim, pa.float64()))
+        cols["hamming"].append(pa.nulls(len(e), pa.int64()) if dist is None else pa.array(dist, pa.int64()))
+    if not cols["eval_row"]:
+        return MATCH_SCHEMA.empty_table()
+    table = pa.Table.from_arrays(
+        [pa.concat_arrays(cols[n]) for n in MATCH_SCHEMA.names], schema=MATCH_SCHEMA
+    )
+    if keep == "all":
+        return table
+    if keep != "best":
+        raise ValueError(f"scan_batch keep={keep!r}: use 'best' or 'all'")
+    return _best_per_method(table)
+
+
+def _best_per_method(table: pa.Table) -> pa.Table:
+    """One row per (eval_row, method): highest similarity, then smallest ref_id."""
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by(
+        [("eval_row", "ascending"), ("method", "ascending"), ("similarity", "descending"),
+         ("ref_id", "ascending")]
+    )
+    ev = table["eval_row"].to_numpy()
+    method = np.asarray(table["method"].to_pylist(), dtype=object)
+    first = np.ones(table.num_rows, dtype=bool)
+    first[1:] = (ev[1:] != ev[:-1]) | (method[1:] != method[:-1])
+    return table.filter(pa.array(first))
+
+
+def best_matches(index: LeakageIndex, matches: pa.Table | Iterable[pa.Table]) -> pa.Table:
+    """One row per eval row: the best match per method and overall.
+
+    Columns: eval_id, status, flagged, method, ref_id, similarity (overall, among
+    flag_methods), then per method: simhash_ref_id, simhash_hamming, minhash_ref_id,
+    minhash_jaccard, containment_ref_id, containment.
+    """
+    if not isinstance(matches, pa.Table):
+        parts = [t for t in matches if t.num_rows]
+        matches = pa.concat_tables(parts) if parts else MATCH_SCHEMA.empty_table()
+    best = _best_per_method(matches.cast(MATCH_SCHEMA))
+    n = len(index.ids)
+    cfg = index.config
+    ev = best["eval_row"].to_numpy()
+    method = np.asarray(best["method"].to_pylist(), dtype=object)
+    sim = best["similarity"].to_numpy()
+    refs = np.asarray(best["ref_id"].to_pylist(), dtype=object)
+    ham = np.asarray(best["hamming"].to_pylist(), dtype=object)
+    out: dict[str, object] = {"eval_id": index.ids, "status": pa.array(index.status.astype(str))}
+    per: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for name in METHODS:
+        sel = method == name
+        r = np.full(n, None, dtype=object)
+        s = np.full(n, np.nan)
+        h = np.full(n, None, dtype=object)
+        r[ev[sel]], s[ev[sel]], h[ev[sel]] = refs[sel], sim[sel], ham[sel]
+        per[name] = (r, s, h)
+    best_sim = np.full(n, -1.0)
+    best_method = np.full(n, None, dtype=object)
+    best_ref = np.full(n, None, dtype=object)
+    for name in cfg.flag_methods:  # earlier methods win ties
+        r, s, _ = per[name]
+        better = ~np.isnan(s) & (s > best_sim)
+        best_sim[better], best_method[better], best_ref[better] = s[better], name, r[better]
+    flagged = np.array([m is not None for m in best_method], dtype=bool)
+    out["flagged"] = pa.array(flagged, pa.bool_())
+    out["method"] = pa.array(best_method.tolist(), pa.string())
+    out["ref_id"] = pa.array(best_ref.tolist(), pa.string())
+    out["similarity"] = pa.array(np.where(flagged, best_sim, np.nan), pa.float64(), mask=~flagged)
+    names = {"simhash": "simhash_hamming", "minhash": "minhash_jaccard", "containment": "containment"}
+    for name in METHODS:
+        r, s, h = per[name]
+        out[f"{name}_ref_id"] = pa.array(r.tolist(), pa.string())
+        if name == "simhash":
+            out[names[name]] = pa.array(h.tolist(), pa.int64())
+        else:
+            out[names[name]] = pa.array(s, pa.float64(), mask=np.isnan(s))
+    return pa.table(out)
+
+
+# ----------------------------------------------------------------------------- runners
+
+
+def scan_batches(index: LeakageIndex, batches: Iterable[pa.RecordBatch | pa.Table]) -> pa.Table:
+    """In-process runner: a plain loop over Arrow batches."""
+    return best_matches(index, (scan_batch(index, b) for b in batches))
+
+
+def _format(fmt: str) -> str:
+    if fmt not in ("parquet", "json"):
+        raise ValueError(f"reference format {fmt!r}: use 'parquet' or 'json' (JSON lines)")
+    return fmt
+
+
+def scan_files(index: LeakageIndex, paths, fmt: str = "parquet", batch_size: int | None = None) -> pa.Table:
+    """In-process scan of Parquet / JSON-lines files or directories, streamed batch by batch."""
+    import pyarrow.dataset as ds
+
+    cfg = index.config
+    dataset = ds.dataset(paths, format=_format(fmt))
+    batches = dataset.to_batches(
+        columns=[cfg.text_column, cfg.id_column], batch_size=batch_size or cfg.batch_size,
+        batch_readahead=1, fragment_readahead=1,
+    )
+    return scan_batches(index, batches)
+
+
+_WORKER_INDEX: dict[str, LeakageIndex] = {}
+
+
+def _scan_block(batch: pa.Table, index_ref) -> pa.Table:
+    """Ray Data map_batches function: fetch the broadcast index once per worker process."""
+    import ray
+
+    key = index_ref.hex() if isinstance(index_ref, ray.ObjectRef) else str(id(index_ref))
+    if key not in _WORKER_INDEX:
+        _WORKER_INDEX.clear()
+        _WORKER_INDEX[key] = ray.get(index_ref) if isinstance(index_ref, ray.ObjectRef) else index_ref
+    return scan_batch(_WORKER_INDEX[key], batch)
+
+
+def scan_ray(
+    index: LeakageIndex, paths, fmt: str = "parquet", num_workers: int | None = None,
+    batch_size: int | None = None,
+) -> pa.Table:
+    """Ray Data runner: read the files, map `scan_batch` over them, reduce on the driver.
+
+    Uses the running Ray instance (or starts a local one, as Ray Data does). The index is
+    broadcast once with ray.put; num_workers caps the concurrent scan tasks (None: all CPUs).
+    """
+    import ray
+
+    cfg = index.config
+    # num_workers caps the CPUs Ray Data may use (one per scan task); unlike a
+    # TaskPoolStrategy size it keeps the read fused with the scan. Datasets copy the
+    # context when created, so set it first and restore it once the scan is consumed.
+    options = ray.data.DataContext.get_current().execution_options
+    saved = options.resource_limits
+    if num_workers:
+        options.resource_limits = saved.copy(cpu=num_workers)
+    try:
+        read = ray.data.read_parquet if _format(fmt) == "parquet" else ray.data.read_json
+        out = read(paths).select_columns([cfg.text_column, cfg.id_column]).map_batches(
+            _scan_block,
+            fn_kwargs={"index_ref": ray.put(index)},
+            batch_format="pyarrow",
+            batch_size=batch_size or cfg.batch_size,
+            num_cpus=1,
+        )
+        return best_matches(index, out.iter_batches(batch_format="pyarrow", batch_size=None))
+    finally:
+        options.resource_limits = saved
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    try:
+        from aligncultura.metrics import wilson_ci
+    except ImportError:  # TODO: drop once aligncultura.metrics is everywhere this runs
+        from math import sqrt
+
+        if n == 0:
+            return (float("nan"), float("nan"))
+        z, p = 1.959963984540054, k / n
+        den = 1 + z * z / n
+        c, h = (p + z * z / (2 * n)) / den, z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+        return (max(0.0, c - h), min(1.0, c + h))
+    return wilson_ci(k, n)
+
+
+def summarize(result: pa.Table) -> dict:
+    """Flagged share of the scorable (status ok) eval rows, with a Wilson 95% CI."""
+    ok = np.asarray(result["status"].to_pylist()) == "ok"
+    flagged = np.asarray(result["flagged"].to_pylist(), dtype=bool) & ok
+    k, n = int(flagged.sum()), int(ok.sum())
+    lo, hi = _wilson(k, n)
+    by_method = {m: int((np.asarray(result["method"].to_pylist(), dtype=object) == m).sum())
+                 for m in METHODS}
+    return {"flagged": k, "scored": n, "unscored": int((~ok).sum()),
+            "rate": k / n if n else float("nan"), "ci95": (lo, hi), "by_method": by_method}
