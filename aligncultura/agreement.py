@@ -68,3 +68,74 @@ def position_flip_rate(judgments) -> dict[str, Any]:
     both = [v for v in by.values() if "ab" in v and "ba" in v]
     flips = sum(1 for v in both if v["ab"] == v["ba"] and v["ab"] != "tie")
     return {"flip_rate": flips / len(both) if both else None, "pairs": len(both), "flips": flips}
+
+
+def _chance(a: list[str], b: list[str]) -> tuple[float, float]:
+    """(observed agreement, chance agreement from the two raters' marginals)."""
+    n = len(a)
+    ca, cb = Counter(a), Counter(b)
+    return (sum(x == y for x, y in zip(a, b, strict=True)) / n,
+            sum(ca[k] * cb.get(k, 0) for k in ca) / (n * n))
+
+
+def pooled_agreement(j1, j2, row_meta: dict[str, int] | None = None) -> dict[str, Any]:
+    """One kappa over all criteria, overall and per UNESCO domain, on judgments both scored.
+
+    Pooled kappa (de Vries et al. 2008): (po - pe) / (1 - pe), with po and pe the observed and
+    chance agreement of each criterion averaged with weights n_c (chance agreement is computed
+    within a criterion: both judges know which criterion they answer). None when undefined.
+    """
+    one = {_key(r): r for r in _rows(j1) if r["status"] == "scored"}
+    two = {_key(r): r for r in _rows(j2) if r["status"] == "scored"}
+    items = []
+    for k in sorted(one.keys() & two.keys()):
+        domain = taxonomy.domain_of(row_meta[k[0]]) if row_meta and k[0] in row_meta else "?"
+        items.append((k[2], one[k]["verdict"], two[k]["verdict"], domain))
+
+    def pooled(sel: list[tuple[str, str, str, str]]) -> dict[str, Any]:
+        if not sel:
+            return {"kappa": None, "agreement": None, "n": 0}
+        po = pe = 0.0
+        for c in {x[0] for x in sel}:
+            mine = [x for x in sel if x[0] == c]
+            o, e = _chance([x[1] for x in mine], [x[2] for x in mine])
+            po += o * len(mine) / len(sel)
+            pe += e * len(mine) / len(sel)
+        kappa = (1.0 if po == 1.0 else None) if pe >= 1.0 else (po - pe) / (1 - pe)
+        return {"kappa": kappa, "agreement": po, "n": len(sel)}
+
+    out = pooled(items)
+    out["by_domain"] = {d: pooled([x for x in items if x[3] == d])
+                        for d in sorted({x[3] for x in items})}
+    return out
+
+
+def determinism_changes(gens, gens_again, judgments, judgments_again) -> dict[str, Any]:
+    """What changed when a sample was generated (and judged) again: the share of responses whose
+    text differs, and the share of verdicts (status + verdict per criterion and order) that
+    differ, overall and among the responses that came out the same (the judge's own noise)."""
+    first = {(g["row_id"], g["sample_index"]): g["response"] for g in _rows(gens)
+             if g["status"] == "ok"}
+    again = {(g["row_id"], g["sample_index"]): g["response"] for g in _rows(gens_again)
+             if g["status"] == "ok"}
+    both = sorted(first.keys() & again.keys())
+    changed = {k for k in both if first[k] != again[k]}
+
+    def verdicts(t) -> dict[tuple, tuple]:
+        return {_key(r): (r["status"], r["verdict"]) for r in _rows(t)}
+
+    v1, v2 = verdicts(judgments), verdicts(judgments_again)
+    keys = sorted(k for k in v1.keys() & v2.keys() if (k[0], k[1]) in both)
+    flips = [k for k in keys if v1[k] != v2[k]]
+    same = [k for k in keys if (k[0], k[1]) not in changed]
+    same_flips = [k for k in same if v1[k] != v2[k]]
+    return {
+        "responses": len(both),
+        "responses_changed": len(changed),
+        "responses_changed_share": len(changed) / len(both) if both else None,
+        "verdicts": len(keys),
+        "verdicts_changed": len(flips),
+        "verdicts_changed_share": len(flips) / len(keys) if keys else None,
+        "verdicts_same_response": len(same),
+        "verdicts_changed_same_response": len(same_flips),
+    }

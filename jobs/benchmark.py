@@ -204,7 +204,8 @@ def run(cfg: Any) -> dict[str, Any]:
         determinism = _determinism_probe(cfg, prompts.table, meta, model, judge, seeds, criteria,
                                          gens, judgments) if cfg.bench.determinism_sample else None
     if gen_stats["computed"] + judge_stats["computed"] == 0:
-        print(f"all {gen_stats['cached'] + judge_stats['cached']} rows cached: no engine started")
+        print(f"all {gen_stats['cached'] + judge_stats['cached']} rows cached: no engine started"
+              + (" (but for the determinism probe)" if determinism else ""))
 
     row_meta = {rid: m["class_id"] if m["class_id"] is not None else 41 for rid, m in meta.items()}
     states = write_row_states(rd, prompts, gens, judgments)
