@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import importlib.util
 import re
 from pathlib import Path
@@ -36,6 +37,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 PRIMARIES = sorted(p.stem for p in CONF.glob("*.yaml"))
+for _job in PRIMARIES:  # each job module registers its own structured schema when imported
+    if (CONF.parent / "jobs" / f"{_job}.py").exists():
+        importlib.import_module(f"jobs.{_job}")
 GROUPS = {
     d.name: sorted(p.stem for p in d.glob("*.yaml"))
     for d in sorted(CONF.iterdir())
