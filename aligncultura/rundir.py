@@ -123,10 +123,47 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def _run(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return proc.stdout if proc.returncode == 0 else ""
+
+
 def slurm_facts() -> dict[str, str]:
+    """Slurm ids, node list and the batch script (``sbatch_script``: the rendered sbatch.sh, or
+    submitit's ``<job>_submission.sh``) of the job this process runs in; {} outside Slurm."""
     keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST",
             "SLURM_JOB_NUM_NODES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_PARTITION", "SLURM_RESTART_COUNT")
-    return {k: os.environ[k] for k in keys if k in os.environ}
+    facts = {k: os.environ[k] for k in keys if k in os.environ}
+    if "SLURM_JOB_ID" in facts:
+        info = _run(["scontrol", "show", "job", facts["SLURM_JOB_ID"]])
+        script = re.search(r"\bCommand=(\S+)", info)
+        if script:  # submitit submits a temporary file, then renames it into the job's folder
+            path = Path(script.group(1))
+            job = facts.get("SLURM_ARRAY_JOB_ID", facts["SLURM_JOB_ID"])
+            renamed = path.parent / job / f"{job}_submission.sh"
+            facts["sbatch_script"] = str(renamed if path.name.startswith(".submission_file_")
+                                         and renamed.exists() else path)
+    return facts
+
+
+def accelerator_facts() -> dict[str, Any]:
+    """GPU kinds (``nvidia-smi``; None where it is absent) and the CUDA version torch was built
+    for, read from ``torch/version.py`` without importing torch."""
+    from importlib.util import find_spec
+
+    gpus = _run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    cuda = None
+    spec = find_spec("torch")
+    if spec and spec.submodule_search_locations:
+        version_py = Path(list(spec.submodule_search_locations)[0]) / "version.py"
+        found = re.search(r"^cuda\b[^=]*=\s*(.+)$", version_py.read_text(), re.M) \
+            if version_py.exists() else None
+        cuda = found.group(1).strip().strip("'\"") if found else None
+    return {"gpus": [g.strip() for g in gpus.splitlines() if g.strip()] if gpus else None,
+            "cuda": None if cuda in (None, "None") else cuda}
 
 
 class RunDir:
@@ -154,6 +191,7 @@ class RunDir:
             "packages": package_versions(),
             "inputs": {f: file_sha256(f) for f in input_files},
             "slurm": slurm_facts(),
+            **accelerator_facts(),
             **(extra or {}),
         }
         write_json(self / "manifest.json", manifest)

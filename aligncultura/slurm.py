@@ -8,18 +8,22 @@ laptop with ``RAY_ADDRESS`` exported, then stops this job's Ray and exits with t
                            partition="gpu", run_dir="/scratch/runs/bench-1")
     job_id = submit(script, "/scratch/runs/bench-1")  # writes run_dir/sbatch.sh, then sbatch
 
-Command line (prints the job id and the run dir):
+Command line (prints the job id and the run dir, then returns: nothing waits for the job):
 
     python -m aligncultura.slurm submit --job benchmark --nodes 4 --gpus-per-node 8 \\
         --partition gpu --time 08:00:00 -- model=llama3_70b judge=prometheus
 
-For one-node Hydra sweeps use the submitit presets instead (``hydra/launcher=slurm``).
+Hydra sweep syntax (``model=a,b``) submits one such job per combination into a sweep dir, each
+with its own run dir ``<sweep dir>/<i>_<overrides>``; ``<dir>/jobs.json`` lists the Slurm job ids
+and ``python -m jobs.status <dir>`` reports them. One-node sweeps can also use the submitit
+presets (``hydra/launcher=slurm``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import os
 import re
 import shlex
@@ -93,8 +97,9 @@ def render_sbatch(
     if bad:
         raise ValueError(f"extra_sbatch={bad!r}: each item is one option, e.g. '--exclusive'")
 
-    if driver_cmd is None:
-        driver = ["python", "-m", f"jobs.{job}", *overrides, f"run_dir={run_dir}"]
+    if driver_cmd is None:  # Hydra's own files (.hydra/, <job>.log) go to the run dir too
+        driver = ["python", "-m", f"jobs.{job}", *overrides, f"run_dir={run_dir}",
+                  f"hydra.run.dir={run_dir}"]
     elif isinstance(driver_cmd, str):
         driver = shlex.split(driver_cmd)
     else:
@@ -160,6 +165,58 @@ def submit(script_text: str, run_dir: str | Path) -> str:
     return proc.stdout.strip().split(";")[0]  # "<id>" or "<id>;<cluster>"
 
 
+def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
+    """Hydra's multirun expansion: ``["a=1,2", "b=x,y", "c=3"]`` -> 4 override lists (the
+    cartesian product, in Hydra's order). Overrides that are not sweeps are kept verbatim."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    choices = []
+    for text in overrides:
+        o = parser.parse_override(text)
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                raise ValueError(f"{text}: only lists, choice() and range() sweeps are supported")
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([text])
+    return [list(point) for point in itertools.product(*choices)]
+
+
+def _job_dir_name(i: int, point: Sequence[str], varying: set[int]) -> str:
+    label = ",".join(point[k] for k in sorted(varying))
+    label = re.sub(r"[^\w.=,+-]", "_", label)[:60]
+    return f"{i}_{label}" if label else str(i)
+
+
+def write_jobs(where: Path, job: str, jobs: list[dict]) -> None:
+    """``<where>/jobs.json``: what jobs.status needs to find each job, written atomically."""
+    from aligncultura.rundir import write_json
+
+    write_json(where / "jobs.json", {"job": job, "launcher": "aligncultura.slurm", "jobs": jobs})
+
+
+def submit_sweep(job: str, overrides: Sequence[str], sweep_dir: str | Path,
+                 **render_kwargs) -> list[dict]:
+    """Submit one sbatch job per sweep point; return (and write to ``jobs.json``) their records.
+
+    Returns at once: the jobs run without any waiting process. Each job gets
+    ``<sweep_dir>/<i>_<varying overrides>/`` as run dir (with its rendered ``sbatch.sh`` and Slurm
+    logs). A failed ``sbatch`` raises; the jobs submitted before it stay listed in ``jobs.json``.
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+    points = expand_sweep(overrides)
+    varying = {k for k in range(len(overrides)) if len({p[k] for p in points}) > 1}
+    jobs: list[dict] = []
+    for i, point in enumerate(points):
+        run_dir = sweep_dir / _job_dir_name(i, point, varying)
+        job_id = submit(render_sbatch(job, point, run_dir=str(run_dir), **render_kwargs), run_dir)
+        jobs.append({"num": i, "job_id": job_id, "overrides": point, "run_dir": str(run_dir),
+                     "sbatch_script": str(run_dir / "sbatch.sh")})
+        write_jobs(sweep_dir, job, jobs)
+    return jobs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides: list[str] = []
@@ -186,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--setup", action="append", default=[], help="shell line run first (repeat)")
     p.add_argument("--container", help="prefix, e.g. 'apptainer exec --nv img.sif'")
     p.add_argument("--run-dir", help="default: runs/<job>/<timestamp> under the current dir")
+    p.add_argument("--sweep-dir", help="sweeps (overrides like model=a,b): one run dir per job "
+                   "under it; default: runs/multirun/<job>/<timestamp>")
     p.add_argument("--signal", default="B:USR2@120", help="'' to leave out")
     p.add_argument("--no-requeue", action="store_true")
     p.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH option (repeat)")
@@ -194,10 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = os.path.abspath(args.run_dir or os.path.join("runs", args.job, stamp))
-    text = render_sbatch(
-        args.job,
-        overrides,
+    kwargs = dict(
         nodes=args.nodes,
         gpus_per_node=args.gpus_per_node,
         cpus_per_task=args.cpus_per_task,
@@ -208,19 +264,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         mem=args.mem,
         setup=args.setup,
         container=args.container,
-        run_dir=run_dir,
         signal=args.signal or None,
         requeue=not args.no_requeue,
         extra_sbatch=args.sbatch,
         workdir=os.getcwd(),  # so `sbatch run_dir/sbatch.sh` works from anywhere later
         ray_bootstrap_home=args.ray_bootstrap_home,
     )
+    try:
+        points = expand_sweep(overrides)
+    except Exception as e:  # noqa: BLE001 - Hydra's parser raises several kinds
+        print(f"error: bad override: {e}", file=sys.stderr)
+        return 2
+    if len(points) > 1 or args.sweep_dir:
+        sweep_dir = os.path.abspath(args.sweep_dir or os.path.join("runs", "multirun", args.job,
+                                                                   stamp))
+        if args.dry_run:
+            for i, point in enumerate(points):
+                print(f"# job {i}: {' '.join(point)}")
+            return 0
+        jobs = submit_sweep(args.job, overrides, sweep_dir, **kwargs)
+        for j in jobs:
+            print(f"job_id={j['job_id']} run_dir={j['run_dir']}")
+        print(f"sweep_dir={sweep_dir}\nstatus: python -m jobs.status {sweep_dir}")
+        return 0
+    run_dir = os.path.abspath(args.run_dir or os.path.join("runs", args.job, stamp))
+    text = render_sbatch(args.job, overrides, run_dir=run_dir, **kwargs)
     if args.dry_run:
         print(text, end="")
         return 0
     job_id = submit(text, run_dir)
+    write_jobs(Path(run_dir), args.job, [{"num": 0, "job_id": job_id, "overrides": overrides,
+                                          "run_dir": run_dir,
+                                          "sbatch_script": str(Path(run_dir) / "sbatch.sh")}])
     print(f"job_id={job_id}")
     print(f"run_dir={run_dir}")
+    print(f"status: python -m jobs.status {run_dir}")
     return 0
 
 

@@ -91,6 +91,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CryptoType=crypto/munge
+# step credentials live 15 s (default 120): Slurm holds a requeued (preempted) job until the
+# credential of its previous run has expired, so it restarts after ~15 s instead of ~2 min
+AuthInfo=cred_expire=15
 MpiDefault=none
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
@@ -105,6 +108,9 @@ StateSaveLocation=/var/spool/slurmctld
 SlurmctldLogFile=$LOGDIR/slurmctld.log
 SlurmdLogFile=$LOGDIR/slurmd.log
 SchedulerType=sched/backfill
+# one small node: look at pending jobs every 2 s (defaults 60 s / 30 s), so a requeued job whose
+# hold just expired starts at once
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 # cores are consumable; memory is not (jobs without --mem would otherwise take the whole node)
 SelectTypeParameters=CR_Core

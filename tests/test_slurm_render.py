@@ -20,6 +20,15 @@ from aligncultura.slurm import render_sbatch, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "sbatch_4x8.sh"
+GOLDEN_SWEEP = ROOT / "tests" / "golden" / "submitit_gpu_sweep.sh"
+
+
+def check_golden(path: Path, text: str) -> None:
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"{path.name} changed: UPDATE_GOLDEN=1 to accept it"
 
 
 def render_4x8() -> str:
@@ -41,12 +50,7 @@ def render_4x8() -> str:
 
 
 def test_sbatch_4x8_matches_golden():
-    text = render_4x8()
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN.write_text(text)
-    assert GOLDEN.exists(), f"{GOLDEN} missing: run with UPDATE_GOLDEN=1 to create it"
-    assert text == GOLDEN.read_text(), "rendered script changed: UPDATE_GOLDEN=1 to accept it"
+    check_golden(GOLDEN, render_4x8())
 
 
 @pytest.mark.parametrize(
@@ -103,6 +107,7 @@ def test_overrides_and_container_survive_shell_quoting(tmp_path):
         "jobs.benchmark",
         *overrides,
         f"run_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path}",
     ]
     assert _bash_array(text, "CONTAINER") == ["apptainer", "exec", "--bind", "/a b", "img.sif"]
     custom = render_sbatch(
@@ -179,6 +184,7 @@ def test_cli_dry_run_prints_the_script(tmp_path, capsys):
         "model=qwen3_8b",
         "judge=prometheus",
         f"run_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path}",
     ]
 
 
@@ -259,6 +265,8 @@ def test_slurm_preset_for_a_gpu_sweep(tmp_path):
     ]:
         assert f"#SBATCH {line}\n" in text, f"{line} missing from:\n{text}"
     assert "\nmodule load cuda/12.4\n" in text
+    # the whole script submitit writes for each array task of this sweep
+    check_golden(GOLDEN_SWEEP, text.replace(str(tmp_path), "<sweep dir>/.submitit/%j"))
 
 
 def test_local_preset_composes():

@@ -29,7 +29,7 @@ source /opt/venvs/aligncultura/bin/activate
 
 RUN_DIR=/scratch/aligncultura/runs/benchmark-4x8
 CONTAINER=()  # prefix for every ray/python command (empty: none)
-DRIVER=(python -m jobs.benchmark model=llama_3_1_8b_instruct judge=prometheus '+tag='"'"'4x8 run'"'"'' run_dir=/scratch/aligncultura/runs/benchmark-4x8)
+DRIVER=(python -m jobs.benchmark model=llama_3_1_8b_instruct judge=prometheus '+tag='"'"'4x8 run'"'"'' run_dir=/scratch/aligncultura/runs/benchmark-4x8 hydra.run.dir=/scratch/aligncultura/runs/benchmark-4x8)
 REQUEUE_ON_USR2=1
 RAY_BOOTSTRAP_HOME=0
 RAY_START_TIMEOUT=${RAY_START_TIMEOUT:-180}
@@ -107,10 +107,13 @@ trap cleanup EXIT
 
 DRIVER_PID=
 PREEMPTED=0
-on_usr2() {  # sent by Slurm (--signal=B:USR2@...) shortly before the time limit
-  log "USR2: time limit is near; stopping the driver (finished shards are kept)"
+on_usr2() {  # sent by Slurm (--signal=B:USR2@...) shortly before the time limit, or by hand:
+  # `scancel --batch --signal=USR2 <job>` (a preemption that requeues). USR2, not TERM, goes to
+  # the driver: the jobs stop cleanly on it (jobkit.guard_signals), and Ray replaces the
+  # driver's SIGTERM handler with a plain exit.
+  log "USR2: stopping the driver (finished rows are kept in the row cache)"
   PREEMPTED=1
-  [[ -n $DRIVER_PID ]] && kill -TERM "$DRIVER_PID" 2>/dev/null
+  [[ -n $DRIVER_PID ]] && kill -USR2 "$DRIVER_PID" 2>/dev/null
 }
 trap on_usr2 USR2
 
@@ -157,17 +160,22 @@ PY
 fi
 
 # ---- the driver: the same `python -m jobs.<job>` as on a laptop, pointed at this cluster
-log "driver: ${DRIVER[*]}"
-"${CONTAINER[@]}" "${DRIVER[@]}" &
-DRIVER_PID=$!
-while :; do
-  wait "$DRIVER_PID"
-  DRIVER_RC=$?
-  # >128: a trap interrupted `wait` while the driver may still be running
-  (( DRIVER_RC > 128 )) && kill -0 "$DRIVER_PID" 2>/dev/null && continue
-  break
-done
-log "driver exited with code ${DRIVER_RC}"
+if (( PREEMPTED )); then
+  log "USR2 arrived while Ray was starting: the driver is not started"
+  DRIVER_RC=1
+else
+  log "driver: ${DRIVER[*]}"
+  "${CONTAINER[@]}" "${DRIVER[@]}" &
+  DRIVER_PID=$!
+  while :; do
+    wait "$DRIVER_PID"
+    DRIVER_RC=$?
+    # >128: a trap interrupted `wait` while the driver may still be running
+    (( DRIVER_RC > 128 )) && kill -0 "$DRIVER_PID" 2>/dev/null && continue
+    break
+  done
+  log "driver exited with code ${DRIVER_RC}"
+fi
 
 cleanup
 if (( PREEMPTED && REQUEUE_ON_USR2 )); then
