@@ -52,7 +52,8 @@ def expand_runs(spec: Any, exclude: Path | None = None) -> list[Path]:
     a ``metrics.json``); a dir given by name must be a finished run."""
     items = [spec] if isinstance(spec, str | Path) else list(spec or [])
     if not items:
-        raise JobError("runs= is empty: give benchmark run dirs, runs=[dir1,dir2] or runs='sweep/*'")
+        raise JobError("runs= is empty: give benchmark run dirs, runs=[dir1,dir2] or "
+                       "runs='sweep/*'")
     out: list[Path] = []
     for item in items:
         text = os.path.expanduser(str(item))
@@ -151,8 +152,8 @@ def load_run(path: Path) -> Run:
     """One benchmark run dir; a missing piece is a one-line JobError naming the dir."""
     path = Path(path)
     if not (path / "metrics.json").exists():
-        raise JobError(f"{path}: no metrics.json: not a finished benchmark run (rerun jobs.benchmark "
-                       f"with run_dir={path}, or leave it out of runs=)")
+        raise JobError(f"{path}: no metrics.json: not a finished benchmark run (rerun "
+                       f"jobs.benchmark with run_dir={path}, or leave it out of runs=)")
     if not (path / "judgments.parquet").exists():
         raise JobError(f"{path}: no judgments.parquet: not a finished benchmark run")
     metrics = json.loads((path / "metrics.json").read_text())

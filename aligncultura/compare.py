@@ -99,8 +99,8 @@ def pairwise(runs: list[Run], cfg: Any) -> list[dict[str, Any]]:
     for i, j in combinations(range(len(runs)), 2):
         common = tuple(sorted(judged[i] & judged[j]))
         if not common:
-            raise JobError(f"runs {runs[i].path} and {runs[j].path} share no judged prompt: compare "
-                           "runs of the same dataset (see dataset.* in their config.yaml)")
+            raise JobError(f"runs {runs[i].path} and {runs[j].path} share no judged prompt: "
+                           "compare runs of the same dataset (see dataset.* in their config.yaml)")
         groups.setdefault(common, []).append((i, j))
     rows: list[dict[str, Any]] = []
     for common, pairs in groups.items():
@@ -225,7 +225,8 @@ def compare(runs: list[Run], cfg: Any) -> dict[str, Any]:
                      f"p-value can go below alpha={cfg.alpha}: raise n_resamples")
     return {
         "runs": [{"label": r.label, "model": r.model, "judge": r.judge, "path": str(r.path),
-                  "n_prompts": len(judged[k]), "judge2": (r.metrics.get("judge2") or {}).get("judge")}
+                  "n_prompts": len(judged[k]),
+                  "judge2": (r.metrics.get("judge2") or {}).get("judge")}
                  for k, r in enumerate(runs)],
         "method": {"bootstrap": "two-stage cluster bootstrap: resample subdomains with "
                                 "replacement, then prompts within each drawn subdomain",

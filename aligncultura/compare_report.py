@@ -68,7 +68,7 @@ def render(c: dict[str, Any], plots: dict[str, str]) -> str:
                 f"the family of {meth['tests']} tests ({meth['family']}), family-wise error "
                 f"rate {meth['alpha']}. The CIs are per-comparison {meth['confidence']:.0%} "
                 "intervals (not adjusted); `significant` uses the Holm-adjusted p.", ""]
-        out += _table(["A", "B", "metric", "A", "B", "A - B", "95% CI", "p", "p (Holm)",
+        out += _table(["A", "B", "metric", "A value", "B value", "A - B", "95% CI", "p", "p (Holm)",
                        "significant", "better", "prompts", "subdomains"],
                       [[r["a"], r["b"], SHORT[r["metric"]], r["a_value"], r["b_value"], r["diff"],
                         f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", _p(r["p"]), _p(r["p_holm"]),
@@ -178,10 +178,12 @@ def wandb_tables(c: dict[str, Any]) -> dict[str, pa.Table]:
         {"model": k, **{f"{m}/{f}": (v.get(m) or {}).get(f) for m in HEADLINE
                         for f in ("value", "ci_low", "ci_high", "n")}, "n_prompts": v["n_prompts"]}
         for k, v in c["models"].items()])
-    fails = [{"model": lab, "domain": d, "subdomain": s or None,
-              **((f["domains"].get(d) if dom else {k: v for k, v in f["subdomains"].get(s, {}).items()
-                                                   if k != "domain"}) or {"rate": None, "n": 0})}
-             for lab, f in c["failures"].items() for d, s, dom in failure_rows({lab: f})]
+    fails = []
+    for lab, f in c["failures"].items():
+        for d, s, dom in failure_rows({lab: f}):
+            cell = f["domains"].get(d) if dom else f["subdomains"].get(s)
+            fails.append({"model": lab, "domain": d, "subdomain": s or None,
+                          "rate": (cell or {}).get("rate"), "n": (cell or {}).get("n", 0)})
     eff = [{"model": k, **{a: b for a, b in e.items() if a != "note"}}
            for k, e in c["efficiency"].items()]
     judges = [{"model": k, "judge": j["judge"], "flip_rate": j["position_flip"]["flip_rate"],

@@ -200,7 +200,7 @@ def classes(dataset: Path) -> dict[str, int]:
     return {r["id"]: r["class_id"] for r in map(json.loads, dataset.read_text().splitlines())}
 
 
-# ---- numbers ---------------------------------------------------------------------------------------
+# ---- numbers -------------------------------------------------------------------------------------
 
 
 def test_per_model_values_match_direct_computation_and_metrics_json(sweep, result):
@@ -350,7 +350,7 @@ def test_judge_reliability(sweep, result):
     assert "judge2" not in result["judges"]["beta"]
 
 
-# ---- plots -----------------------------------------------------------------------------------------
+# ---- plots ---------------------------------------------------------------------------------------
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -393,7 +393,7 @@ def test_figures_have_labels_and_grey_cells(result, tmp_path):
         assert w > 300 and h > 300 and (tmp_path / f"{name}.png").stat().st_size > 5000
 
 
-# ---- command line ----------------------------------------------------------------------------------
+# ---- command line --------------------------------------------------------------------------------
 
 
 def test_cli_writes_report_plots_and_wandb(sweep, tmp_path):
