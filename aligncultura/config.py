@@ -135,6 +135,9 @@ class BenchConfig:
     n_resamples: int = 1000
     ci_seed: int = 0
     determinism_sample: float = 0.0
+    # a jobs.leakage leakage.parquet for these prompts: metrics.json also gets `without_leaked`
+    # (the metrics on the rows it did not flag) and how many rows that excluded
+    leakage_report: str | None = None
 
 
 @dataclass

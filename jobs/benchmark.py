@@ -169,6 +169,9 @@ def run(cfg: Any) -> dict[str, Any]:
     if not 0 <= cfg.bench.determinism_sample <= 1:
         raise JobError(f"bench.determinism_sample={cfg.bench.determinism_sample}: give a share "
                        "of the prompts in [0, 1] (0 = no determinism probe)")
+    if cfg.bench.leakage_report and not Path(cfg.bench.leakage_report).expanduser().exists():
+        raise JobError(f"bench.leakage_report={cfg.bench.leakage_report}: no such file; give the "
+                       "leakage.parquet written by jobs.leakage, or null")
     print(f"plan: {prompts.table.num_rows} prompts (read {prompts.read}, quarantined "
           f"{len(prompts.quarantine)}) x {len(seeds)} seed(s) x n={n}; model {model.name}, "
           f"judge {judge.name}{', judge2 ' + judge2.name if judge2 else ''}; engine "
@@ -214,6 +217,12 @@ def run(cfg: Any) -> dict[str, Any]:
     metrics = compute_metrics(judgments, row_meta, n_resamples=cfg.bench.n_resamples,
                               seed=cfg.bench.ci_seed)
     metrics["position_flip"] = position_flip_rate(judgments)
+    if cfg.bench.leakage_report:
+        from aligncultura.leakage_jobs import without_leaked
+
+        metrics["without_leaked"] = without_leaked(judgments, row_meta, cfg.bench.leakage_report,
+                                                   n_resamples=cfg.bench.n_resamples,
+                                                   seed=cfg.bench.ci_seed)
     num_gpus, replicas = cfg.engine.num_gpus_per_replica, cfg.engine.replicas
     gen_eff = efficiency(pa.concat_tables([*gen_comps, *side]), gen_wall, num_gpus, replicas)
     judge_eff = efficiency(judge_comps, judge_wall, num_gpus, replicas)
