@@ -48,6 +48,9 @@ COMPLETION_SCHEMA = pa.schema(
         ("peak_rss_mb", pa.float64()),
         ("key", pa.string()),
         ("cached", pa.bool_()),  # served from the row cache, not computed in this run
+        # requests whose sampling sets `logprobs: k`: per generated token, the top-k (plus the
+        # sampled) tokens as JSON [[[token, logprob], ...], ...]; null otherwise
+        ("logprobs_json", pa.string()),
     ]
 )
 
@@ -206,6 +209,7 @@ class LLMStage:
                     "finish_reason": str(comp.finish_reason), "status": "ok", "error": None,
                     "input_tokens": len(out.prompt_token_ids or []),
                     "output_tokens": len(comp.token_ids), "latency_s": latency, "key": key,
+                    "logprobs_json": logprobs_json(comp.logprobs),
                 })
         cpu = time.process_time() - cpu0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -213,6 +217,17 @@ class LLMStage:
             r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / max(len(rows), 1),
                      peak_rss_mb=rss, cached=False)
         return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
+
+
+def logprobs_json(logprobs: Any) -> str | None:
+    """vLLM's per-token ``{token_id: Logprob}`` maps as JSON, each step ordered by rank."""
+    if not logprobs:
+        return None
+    steps = []
+    for step in logprobs:
+        items = sorted(step.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)
+        steps.append([[lp.decoded_token or "", float(lp.logprob)] for lp in items])
+    return json.dumps(steps)
 
 
 def _latency(out: Any, wall: float) -> float:
