@@ -1,10 +1,12 @@
 """Row-level, content-addressed cache of completions (generations and judgments alike).
 
 A request's key hashes everything that decides its answer: the weights (model fingerprint:
-GGUF hash, HF id + revision, or checkpoint path + mtime), the LoRA adapter, the chat template
-kwargs, the full chat messages (system prompt, prompt text, rubric text: a rubric change is a
-new key), the sampling settings (seed, max_tokens, structured-output schema, ...), the prompt
-version and the engine version. Completed batches are persisted as they finish, one Parquet
+GGUF hash, HF id + revision, or checkpoint path + mtime), the LoRA adapter, the tokenizer and
+the files that render and tokenize the chat (chat template, tokenizer, generation defaults:
+hashed, so an edited template is a new key), the chat template kwargs, the engine settings
+that change numerics (dtype, quantization, ...), the full chat messages (system prompt, prompt
+text, rubric text: a rubric change is a new key, which is stricter than a version string),
+the sampling settings (seed, max_tokens, structured-output schema, ...) and the engine version. Completed batches are persisted as they finish, one Parquet
 part per batch written to a temporary name and renamed, so concurrent array tasks can share one
 cache directory without locks and a crash loses at most the batches in flight. Only rows whose
 status is ``ok`` are cached: failures are retried on the next run.
@@ -24,8 +26,15 @@ import pyarrow.parquet as pq
 
 from aligncultura.engine import COMPLETION_SCHEMA, request_table  # noqa: F401
 
-KEY_VERSION = "rows-v1"
+KEY_VERSION = "rows-v2"
 CACHE_SCHEMA = COMPLETION_SCHEMA
+# files of a model folder that decide how a chat is rendered, tokenized and sampled by default
+TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json",
+                  "tokenizer.json", "tokenizer.model", "special_tokens_map.json",
+                  "generation_config.json")
+# engine settings that change the numbers (not just speed or memory)
+NUMERIC_ENGINE_KWARGS = ("dtype", "quantization", "kv_cache_dtype", "tokenizer_mode",
+                         "hf_overrides", "generation_config", "override_generation_config")
 
 
 def engine_version() -> str:
@@ -39,15 +48,62 @@ def engine_version() -> str:
     return "vllm==unknown"
 
 
-def salt(model: Any, model_cfg: Any) -> str:
-    """The model part of every key: weights, adapter, template kwargs, engine version."""
+def template_fingerprint(path: str | None, revision: str | None = None) -> str | None:
+    """sha256 over the chat template, tokenizer and generation-default files of a model folder
+    (or of an HF id's snapshot in the local cache); None when none is found (API models)."""
+    if not path:
+        return None
+    folder = Path(os.path.expanduser(path))
+    h = hashlib.sha256()
+    found = False
+    for name in TEMPLATE_FILES:
+        f = folder / name if folder.is_dir() else _hf_cached_file(path, name, revision)
+        if f is not None and Path(f).is_file():
+            h.update(name.encode() + b"\x00" + Path(f).read_bytes() + b"\x00")
+            found = True
+    return h.hexdigest() if found else None
+
+
+def _hf_cached_file(repo: str, name: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(repo, name, revision=revision)
+    except Exception:  # noqa: BLE001 - not an HF id: nothing to hash
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _hf_snapshot(repo: str, revision: str | None) -> str | None:
+    """The commit an HF id (+ revision, default main) resolves to in the local cache."""
+    found = _hf_cached_file(repo, "config.json", revision)
+    return Path(found).parent.name if found else None
+
+
+def _plain(x: Any) -> dict:
     from omegaconf import OmegaConf
 
-    ctk = model_cfg.chat_template_kwargs
-    ctk = OmegaConf.to_container(ctk, resolve=True) if OmegaConf.is_config(ctk) else dict(ctk or {})
+    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
+
+
+def salt(model: Any, model_cfg: Any, engine_cfg: Any = None) -> str:
+    """The model part of every key: weights, adapter, tokenizer and chat template files,
+    template kwargs, numeric engine settings, engine version."""
+    api = model.source == "api"
+    kwargs = {**_plain(engine_cfg.engine_kwargs if engine_cfg is not None else None),
+              **_plain(model_cfg.engine_kwargs)}
     parts = {"v": KEY_VERSION, "weights": model.fingerprint, "lora": model.lora_path,
-             "template_kwargs": ctk, "engine": engine_version() if model.source != "api" else "api"}
-    return json.dumps(parts, sort_keys=True)
+             "tokenizer": model.tokenizer,
+             "snapshot": _hf_snapshot(model.path, model.revision) if model.source == "hf" else None,
+             "template": None if api else template_fingerprint(model.path, model.revision),
+             "tokenizer_files": None if api or not model.tokenizer
+             else template_fingerprint(model.tokenizer),
+             "template_kwargs": _plain(model_cfg.chat_template_kwargs),
+             "engine_kwargs": {k: kwargs[k] for k in NUMERIC_ENGINE_KWARGS if k in kwargs},
+             "engine": "api" if api else engine_version()}
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def request_key(key_salt: str, messages: str, sampling: str) -> str:
@@ -76,10 +132,13 @@ class RowCache:
                         table = pq.read_table(part)
                     except (OSError, pa.ArrowInvalid):
                         continue  # a foreign or damaged file is ignored, never trusted
+                    # two writers (array tasks sharing the dir) may both have computed a key:
+                    # serve the samples of one part only, never a mix or a duplicate
+                    mine: dict[str, list[dict[str, Any]]] = {}
                     for row in table.to_pylist():
-                        self._rows.setdefault(row["key"], [])
-                        if row not in self._rows[row["key"]]:
-                            self._rows[row["key"]].append(row)
+                        mine.setdefault(row["key"], []).append(row)
+                    for key, rows in mine.items():
+                        self._rows.setdefault(key, rows)
         return self._rows
 
     def get(self, key: str) -> list[dict[str, Any]] | None:

@@ -11,6 +11,7 @@ A problem with the input as a whole (missing file, missing column, no usable row
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -130,7 +131,8 @@ def resolve_files(cfg: InputConfig) -> tuple[list[Path], str]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
         if not files:
             raise InputError(
-                f"input '{cfg.name}': directory {path} holds no .csv, .jsonl or .parquet file"
+                f"input '{cfg.name}': directory {path} holds no .csv, .jsonl or .parquet file; "
+                "set dataset.path to a data file or a folder of them"
             )
     else:
         files = [path]
@@ -145,6 +147,12 @@ def resolve_files(cfg: InputConfig) -> tuple[list[Path], str]:
         fmt = kinds.pop()
     if fmt not in ("csv", "jsonl", "parquet"):
         raise InputError(f"input '{cfg.name}': format '{fmt}' unknown; use csv, jsonl or parquet")
+    if fmt != "parquet":
+        try:
+            codecs.lookup(cfg.encoding)
+        except LookupError:
+            raise InputError(f"dataset.encoding={cfg.encoding!r} is not a known text encoding; "
+                             "use e.g. utf-8, cp1252 or latin-1") from None
     return files, fmt
 
 
@@ -158,7 +166,13 @@ def _records(path: Path, fmt: str, cfg: InputConfig):
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        for i, rec in enumerate(pq.read_table(path).to_pylist()):
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: not a readable Parquet file ({why}); check dataset.path "
+                             "and dataset.format") from None
+        for i, rec in enumerate(table.to_pylist()):
             yield i + 1, rec, None
         return
     text = _decode(path.read_bytes(), cfg.encoding)
@@ -204,9 +218,8 @@ def _check_columns(cfg: InputConfig, path: Path, columns: list[str]) -> None:
         if col not in columns:
             names = [c[:40] for c in columns if c]
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "none"
-            raise InputError(
-                f"{path}: column '{col}' ({key}) not found; columns are: {shown}"
-            )
+            fix = f"set {key}=<column>" + (" or null" if key != "dataset.text_field" else "")
+            raise InputError(f"{path}: column '{col}' ({key}) not found; columns are: {shown}; {fix}")
 
 
 def _text(value: Any, what: str) -> tuple[str | None, str | None]:
@@ -325,11 +338,14 @@ def read_input(cfg: InputConfig) -> ReadResult:
                 }
             )
         if not checked and fmt != "jsonl":
-            raise InputError(f"{path}: file is empty (no header row)")
+            raise InputError(f"{path}: file is empty (no header row); set dataset.path to a "
+                             "file with data")
     if not rows:
         where = files[0] if len(files) == 1 else files[0].parent
         first = f"; first problem: line {quarantine[0]['line']}: {quarantine[0]['reason']}" if quarantine else ""
-        raise InputError(f"{where}: no usable row in input '{cfg.name}' ({read} read){first}")
+        fix = ("; check dataset.format and dataset.encoding" if read
+               else "; set dataset.path to a file with data")
+        raise InputError(f"{where}: no usable row in input '{cfg.name}' ({read} read){first}{fix}")
     table = pa.Table.from_pylist(rows, schema=PROMPT_SCHEMA)
     return ReadResult(table=table, quarantine=quarantine, read=read,
                       files=[str(p) for p in files], used=table.num_rows)

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aligncultura.rundir import RunDir, write_json
+from aligncultura.rundir import SECRET_VALUE, RunDir, write_json
 
 
 class JobError(RuntimeError):
@@ -40,11 +40,12 @@ def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     @functools.wraps(run)
     def main(cfg: Any) -> Any:
+        redact_hydra_files()
         try:
             return run(cfg)
         except user_errors() as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"error: {msg}", file=sys.stderr, flush=True)
+            print(f"error: {SECRET_VALUE.sub('***', msg)}", file=sys.stderr, flush=True)
             sys.exit(2)
 
     return main
@@ -68,7 +69,34 @@ def start_run(cfg: Any, job: str, input_files: Iterable[str]) -> RunDir:
     rd = resolve_run_dir(cfg, job)
     rd.write_config(OmegaConf.to_container(cfg, resolve=True))
     rd.write_manifest(job, sorted(set(input_files)))
+    redact_hydra_files()
     return rd
+
+
+def redact_hydra_files() -> None:
+    """Hydra writes the overrides and the config as typed into `<output dir>/.hydra/` (and a
+    multirun's `multirun.yaml`): mask secret-looking keys and values there too."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return
+    import yaml
+
+    from aligncultura.rundir import atomic_write_bytes, redact
+
+    files = list((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")) \
+        if hc.output_subdir else []
+    if hc.sweep.dir:
+        files.append(Path(hc.sweep.dir) / "multirun.yaml")
+    for f in files:
+        try:
+            data = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if redact(data) != data:
+            atomic_write_bytes(f, yaml.safe_dump(redact(data), sort_keys=False).encode())
 
 
 def row_cache(cfg: Any, model: Any, model_cfg: Any):
@@ -81,7 +109,7 @@ def row_cache(cfg: Any, model: Any, model_cfg: Any):
     if where == "off":
         return None
     root = Path(os.path.expanduser(where)) if where else default_cache_dir() / "rows"
-    return RowCache(root, salt(model, model_cfg))
+    return RowCache(root, salt(model, model_cfg, cfg.get("engine")))
 
 
 class Progress:
@@ -195,7 +223,7 @@ def precheck(conf_dir: Path, config_name: str, groups: Iterable[str]) -> None:
         lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
         if exc.__cause__ is not None:
             lines += [x.strip() for x in str(exc.__cause__).splitlines()[:1] if x.strip()]
-        msg = " ".join(dict.fromkeys(lines[:3]))[:400] or type(exc).__name__
+        msg = SECRET_VALUE.sub("***", " ".join(dict.fromkeys(lines[:3]))[:400]) or type(exc).__name__
         print(f"error: {msg} (see `python -m jobs.{config_name} --cfg job` for the keys)",
               file=sys.stderr)
         sys.exit(2)
@@ -203,8 +231,11 @@ def precheck(conf_dir: Path, config_name: str, groups: Iterable[str]) -> None:
         GlobalHydra.instance().clear()
 
 
-class Interrupted(RuntimeError):
-    """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived: finished work is persisted, the job stops."""
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived: finished work is persisted, the job stops.
+
+    A BaseException (like KeyboardInterrupt), so that no `except Exception` on the way (the
+    runner's replica-failure handler, an engine's per-row fallback) turns it into failed rows."""
 
 
 @contextlib.contextmanager

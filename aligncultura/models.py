@@ -160,7 +160,8 @@ def resolve_model(cfg: Any, cache_dir: str | Path | None = None, key: str = "mod
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     lora = cfg.lora_path
     if lora and not Path(os.path.expanduser(lora)).is_dir():
-        raise ModelError(f"{key}.lora_path={lora}: no such adapter directory")
+        raise ModelError(f"{key}.lora_path={lora}: no such adapter directory; set it to a "
+                         "PEFT adapter folder or null")
     if cfg.source == "embedded":
         if provision:
             path, digest = provision_embedded(cfg.name, cache)
@@ -170,9 +171,11 @@ def resolve_model(cfg: Any, cache_dir: str | Path | None = None, key: str = "mod
     if cfg.source == "local":
         path = Path(os.path.expanduser(cfg.path))
         if not path.is_dir():
-            raise ModelError(f"{key}.path={cfg.path}: no such directory (model.source=local)")
+            raise ModelError(f"{key}.path={cfg.path}: no such directory (model.source=local); set "
+                             f"{key}.path to a checkpoint folder")
         if not (path / "config.json").exists():
-            raise ModelError(f"{key}.path={cfg.path}: no config.json: not an HF checkpoint folder")
+            raise ModelError(f"{key}.path={cfg.path}: no config.json: not an HF checkpoint folder; "
+                             f"set {key}.path to the folder that holds config.json")
         stat = (path / "config.json").stat()
         fp = f"local:{path.resolve()}:{stat.st_mtime_ns}"
         return ResolvedModel(cfg.name, str(path), cfg.tokenizer, lora, None, "local", fp)

@@ -100,6 +100,11 @@ def new_run_id(length: int = 8) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+def _masked(value: str | None) -> str | None:
+    """Run names, groups, entities go to W&B as they are: mask anything that looks like a key."""
+    return SECRET_VALUE.sub("***", value) if isinstance(value, str) else value
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or "(no message)"
     return SECRET_VALUE.sub("***", f"{type(exc).__name__}: {text}")[:300]
@@ -141,8 +146,9 @@ def log_run(run_dir: Path, wandb_cfg: Any, *, name: str, job_type: str, config: 
                 finish_timeout=FINISH_TIMEOUT_S, finish_timeout_raises=True,
             )
             run = wandb.init(
-                project=wandb_cfg.project, entity=getattr(wandb_cfg, "entity", None),
-                group=group or getattr(wandb_cfg, "group", None), job_type=job_type, name=name,
+                project=_masked(wandb_cfg.project), entity=_masked(getattr(wandb_cfg, "entity", None)),
+                group=_masked(group or getattr(wandb_cfg, "group", None)), job_type=job_type,
+                name=_masked(name),
                 id=run_id, resume="allow", mode=mode, dir=str(wandb_dir),
                 config=redact(_plain(config)), reinit="create_new", settings=settings,
             )
