@@ -66,8 +66,9 @@ def run(cfg: Any) -> dict[str, Any]:
     ci = o["ci95"] or [float("nan")] * 2
     print(f"leakage: {o['flagged']}/{o['scored']} eval rows flagged "
           f"({100 * (o['rate'] or 0):.2f}%, 95% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%) against "
-          f"{ref_counts['used']} reference rows (read {ref_counts['read']}, quarantined "
-          f"{ref_counts['quarantined']}) in {wall:.1f}s -> {rd.path}", flush=True)
+          f"{ref_counts['scanned']} reference rows (read {ref_counts['read']}, quarantined "
+          f"{ref_counts['quarantined']}, not selected {ref_counts.get('not_selected', 0)}) in "
+          f"{wall:.1f}s -> {rd.path}", flush=True)
     return {"run_dir": str(rd.path), "summary": summary, "table": out}
 
 
