@@ -90,6 +90,9 @@ def read_side(cfg: Any, key: str):
 
 def reference_files(ref: Any) -> dict[str, list[str]]:
     """The reference files grouped by format; a path that does not exist is a one-line error."""
+    if ref.path:
+        raise InputError(f"reference.path={ref.path}: the reference takes a list, set "
+                         f"reference.paths=[{ref.path}] instead")
     if not ref.paths:
         raise InputError("reference.paths is empty: give reference.paths=[file_or_dir,...]")
     groups: dict[str, list[str]] = {"parquet": [], "jsonl": [], "csv": []}

@@ -115,6 +115,7 @@ def test_leakage_local_and_ray_agree(corpus, tmp_path):
     ("reference.paths=[/nonexistent/corpus]", "/nonexistent/corpus does not exist"),
     ("reference.id_field=nope", "column 'nope' (reference.id_field) not found"),
     ("eval.path=/nonexistent/eval.jsonl", "set eval.path"),
+    ("reference.path=/x", "set reference.paths=[/x]"),
 ])
 def test_leakage_bad_paths_are_one_line_errors(corpus, tmp_path, override, expect):
     d, ids, leaked, args = corpus
@@ -204,9 +205,8 @@ def test_benchmark_metrics_without_leaked_rows(tmp_path):
     out = without_leaked(judgments, meta, str(report), n_resamples=50)
     assert out["excluded_rows"] == 2 and out["excluded_judgments"] == 2
     assert out["excluded_ids"] == ["b", "d"]
-    key = next(k for k in full if "ss" in k.lower() or "safety" in k.lower())
-    print(f"\n{key}: all rows {full[key]}, without leaked {out[key]}")
-    assert out[key] != full[key]
+    # b and d are the unsafe responses: dropping them leaves a safety score of 0
+    assert full["safety_score"]["value"] == 50.0 and out["safety_score"]["value"] == 0.0
     assert out == {**compute_metrics(judgments.filter(pa.array([True, False, True, False])), meta,
                                      n_resamples=50), **{k: out[k] for k in (
                                          "report", "excluded_rows", "excluded_judgments",
