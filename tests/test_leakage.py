@@ -290,6 +290,24 @@ def test_best_match_does_not_depend_on_batch_order():
     b = scan_batches(index, tables[::-1])
     assert a.equals(b)
     assert a["ref_id"].to_pylist() == ["r00", "r03", "r06", "r09", "r12"]
+    sliced = build_index(evals, cfg=LeakageConfig(max_batch_bytes=300))  # 2-3 rows per slice
+    assert scan_batches(sliced, tables).equals(a)
+
+
+def test_scan_files_reads_json_lines(tmp_path):
+    import json
+
+    from aligncultura.leakage import scan_files
+
+    rows = [{"id": "x0", "text": "the quick brown fox jumps over the lazy dog today", "extra": 1},
+            {"id": "x1", "text": "something else entirely here"}, {"id": "x2", "text": None}]
+    (tmp_path / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = build_index(["The quick brown fox jumps over the lazy dog, today!", "unrelated words"])
+    result = scan_files(index, str(tmp_path), fmt="json")
+    assert result["ref_id"].to_pylist() == ["x0", None]
+    summary = summarize(result)
+    assert (summary["flagged"], summary["scored"]) == (1, 2)
+    assert 0.09 < summary["ci95"][0] < 0.5 < summary["ci95"][1] <= 1.0
 
 
 def test_scan_config_errors_name_the_setting():

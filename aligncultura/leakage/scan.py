@@ -62,7 +62,8 @@ class LeakageConfig:
     flag_methods: list[str] = field(default_factory=lambda: ["minhash", "containment"])
     text_column: str = "text"  # of the reference data
     id_column: str = "id"
-    batch_size: int = 2048  # reference rows per batch
+    batch_size: int = 1024  # reference rows per batch
+    max_batch_bytes: int = 4_000_000  # scan_batch works on slices of at most this much text
 
     def __post_init__(self) -> None:
         bad = [m for m in [*self.methods, *self.flag_methods] if m not in METHODS]
@@ -136,8 +137,18 @@ def scan_batch(index: LeakageIndex, batch: pa.RecordBatch | pa.Table, keep: str 
     keep="all": every verified pair (for analysis; grows with the number of matches).
     """
     cfg = index.config
-    tb = TextBatch(_column(batch, cfg.text_column, "text"), cfg.normalize)
+    texts = _column(batch, cfg.text_column, "text")
     ref_ids = _ids(_column(batch, cfg.id_column, "id"))
+    sizes = np.asarray(pc.binary_length(texts).fill_null(0), dtype=np.int64)
+    if len(sizes) > 1 and sizes.sum() > cfg.max_batch_bytes:
+        # working memory is ~50x the text: cut big batches into slices of bounded bytes
+        step = cfg.max_batch_bytes
+        cuts = np.searchsorted(np.cumsum(sizes), np.arange(step, sizes.sum(), step))
+        edges = np.unique(np.r_[0, np.maximum(cuts, 1), len(sizes)])
+        slices = zip(edges[:-1], edges[1:], strict=True)
+        table = pa.concat_tables([scan_batch(index, batch.slice(a, b - a), keep) for a, b in slices])
+        return _best_per_method(table) if keep == "best" else table
+    tb = TextBatch(texts, cfg.normalize)
     ok = tb.ok
     found: list[tuple] = []  # (eval_row, ref_row, method, similarity, hamming)
     if index.simhash is not None:
@@ -209,10 +220,17 @@ def best_matches(index: LeakageIndex, matches: pa.Table | Iterable[pa.Table]) ->
     flag_methods), then per method: simhash_ref_id, simhash_hamming, minhash_ref_id,
     minhash_jaccard, containment_ref_id, containment.
     """
-    if not isinstance(matches, pa.Table):
-        parts = [t for t in matches if t.num_rows]
-        matches = pa.concat_tables(parts) if parts else MATCH_SCHEMA.empty_table()
-    best = _best_per_method(matches.cast(MATCH_SCHEMA))
+    if isinstance(matches, pa.Table):
+        matches = [matches]
+    # reduce as batches arrive, so memory stays bounded by ~3 rows per eval row
+    best, parts, pending = MATCH_SCHEMA.empty_table(), [], 0
+    for part in matches:
+        if part.num_rows:
+            parts.append(part.cast(MATCH_SCHEMA))
+            pending += part.num_rows
+        if pending > max(100_000, 4 * len(METHODS) * len(index.ids)):
+            best, parts, pending = _best_per_method(pa.concat_tables([best, *parts])), [], 0
+    best = _best_per_method(pa.concat_tables([best, *parts]))
     n = len(index.ids)
     cfg = index.config
     ev = best["eval_row"].to_numpy()
