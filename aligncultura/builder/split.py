@@ -1,0 +1,70 @@
+"""The 80/10/10 split (stratified by primary subdomain, seeded) and cross-split leakage.
+
+The split is the data layer's `assign_splits` (the same rule every job uses): strata are
+primary labels, exact duplicates stay together, a stratum of fewer than 5 distinct questions
+goes wholly to train. Leakage is the share of val/test rows with a train row within the SimHash
+radius (the leakage engine's eval-vs-reference scan, train as the reference), with a 95% Wilson
+interval. After dedup it is 0 by construction at the same radius; the number is the check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from aligncultura.builder.dedup import simhash_config
+from aligncultura.data import assign_splits
+from aligncultura.leakage import LeakageConfig, build_index, scan_batches
+from aligncultura.metrics import wilson_ci
+
+SPLITS = ("train", "val", "test")
+
+
+def split(hashes: list[str], primary: list[int], fractions: list[float], seed: int) -> list[str]:
+    table = pa.table({"content_hash": pa.array(hashes, pa.string()),
+                      "class_id": pa.array(primary, pa.int32()),
+                      "split": pa.nulls(len(hashes), pa.string())})
+    return assign_splits(table, tuple(fractions), seed).column("split").to_pylist()
+
+
+def proportions(primary: list[int], splits: list[str], fractions: list[float]) -> dict[str, Any]:
+    """Per stratum: counts per split, and whether each is within one row of n * fraction
+    (checked for strata of 5+ rows; smaller ones go wholly to train by design)."""
+    strata: dict[int, dict[str, int]] = {}
+    for label, s in zip(primary, splits, strict=True):
+        strata.setdefault(label, {k: 0 for k in SPLITS})[s] += 1
+    out, bad = {}, []
+    for label, counts in sorted(strata.items()):
+        n = sum(counts.values())
+        checked = n >= 5
+        within = all(abs(counts[s] - n * f) <= 1 for s, f in zip(SPLITS, fractions, strict=True))
+        if checked and not within:
+            bad.append(label)
+        out[str(label)] = {**counts, "n": n, "checked": checked, "within_one_row": within}
+    return {"strata": out, "off_target_strata": bad}
+
+
+def leakage(texts: list[str], ids: list[str], splits: list[str], max_distance: int,
+            target: float) -> dict[str, Any]:
+    """Share of val/test rows with a train near-duplicate (Hamming <= max_distance)."""
+    ev = [i for i, s in enumerate(splits) if s != "train"]
+    tr = [i for i, s in enumerate(splits) if s == "train"]
+    pairs: list[dict[str, Any]] = []
+    if ev and tr:
+        cfg = LeakageConfig(methods=["simhash"], flag_methods=["simhash"],
+                            simhash=simhash_config(max_distance))
+        index = build_index(pa.array([texts[i] for i in ev], pa.string()), [ids[i] for i in ev], cfg)
+        ref = pa.table({"text": [texts[i] for i in tr], "id": [ids[i] for i in tr]})
+        result = scan_batches(index, ref.to_batches(max_chunksize=cfg.batch_size))
+        for eid, rid, dist in zip(result.column("eval_id").to_pylist(),
+                                  result.column("simhash_ref_id").to_pylist(),
+                                  result.column("simhash_hamming").to_pylist(), strict=True):
+            if rid is not None:
+                pairs.append({"id": eid, "train_id": rid, "hamming": int(dist)})
+    k, n = len(pairs), len(ev)
+    lo, hi = wilson_ci(k, n) if n else (None, None)
+    rate = k / n if n else None
+    return {"method": f"simhash 64-bit, Hamming <= {max_distance}", "flagged": k, "n": n,
+            "rate": rate, "ci95": [lo, hi], "target": target,
+            "meets_target": rate is not None and rate <= target, "pairs": pairs[:50]}
