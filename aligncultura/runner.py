@@ -75,6 +75,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env = {"env_vars": {"RAY_AUTH_MODE": "disabled"}}
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a `ray job submit` entrypoint: the job's
+        env = None  # runtime env applies; Ray refuses to merge two that set the same variable
     # ray.init replaces the driver's SIGTERM handler with sys.exit: keep the job's own
     # (jobkit.guard_signals flushes and records the interruption), or Slurm's preemption
     # SIGTERM would end the job without saying how to resume

@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "queued", "failed",
                                                      "unknown") if counts[s])
-    print(f"sweep {Path(args.sweep_dir).resolve()}: {len(jobs)} jobs: {summary}")
+    noun = "job" if len(jobs) == 1 else "jobs"
+    print(f"sweep {Path(args.sweep_dir).resolve()}: {len(jobs)} {noun}: {summary}")
     print(status_table(jobs))
     if metrics:
         demo = any(m.get("judge_demo_only") for m in metrics)

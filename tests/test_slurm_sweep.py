@@ -80,7 +80,8 @@ def check_finished_run(run_dir: Path, rows: int) -> dict:
 def test_hydra_sweep_of_two_jobs_one_preempted_and_requeued(tmp_path, cache_dir):
     """`-m dataset.limit=2,3 hydra/launcher=slurm`: one array task per row limit, each starting
     its own Ray inside its allocation. Task 1 gets USR2 (a preemption) once its run has started:
-    it stops cleanly, submitit requeues it, and the rerun finishes in the same run dir."""
+    it stops cleanly (interrupted.json), submitit requeues it, and the rerun finishes in the
+    same run dir, computing only the row task 0 did not."""
     ensure_slurm()
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "jobs.benchmark", "-m", "dataset.limit=2,3",
@@ -91,8 +92,10 @@ def test_hydra_sweep_of_two_jobs_one_preempted_and_requeued(tmp_path, cache_dir)
     try:
         task1 = wait_until(lambda: array_task(sweep, 1), 120, "the array to be submitted")
         array_id = task1.split("_")[0]
-        wait_until(lambda: (sweep / "1_smollm2_135m" / "manifest.json").exists(), 420,
-                   f"task {task1} to start its run")
+        # its first progress line: the run is under way (task 0's rows served from the cache)
+        log1 = sweep / ".submitit" / task1 / f"{task1}_0_log.err"
+        wait_until(lambda: log1.exists() and "[generate " in log1.read_text(), 420,
+                   f"task {task1} to start generating")
         subprocess.run(["scancel", "--signal=USR2", task1], check=True)
         out, _ = launcher.communicate(timeout=600)
         assert launcher.returncode == 0, f"{out[-3000:]}\n{job_logs(sweep)}"
