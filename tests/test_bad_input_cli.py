@@ -118,6 +118,7 @@ def _cached_args(ref_dir: Path) -> list[str]:
             f"cache_dir={ref_dir.parent / 'cache'}"]
 
 
+@pytest.mark.slow  # uses the session benchmark (one engine start)
 def test_bad_rows_are_quarantined_with_reasons(quickstart_benchmark, tmp_path):
     ref_dir, _ = quickstart_benchmark
     good = _bench_rows(ref_dir)
@@ -176,6 +177,7 @@ def test_bad_rows_are_quarantined_with_reasons(quickstart_benchmark, tmp_path):
     assert sorted(g["prompt"] for g in gens) == sorted(g["question"] for g in good)  # no "\r"
 
 
+@pytest.mark.slow  # uses the session benchmark (one engine start)
 def test_cp1252_csv_read_as_utf8_quarantines_rows(quickstart_benchmark, tmp_path):
     """The released CulturaX is cp1252 with CRLF: read as utf-8, the rows whose text is not
     ASCII are quarantined with the reason (not a crash), the others go on."""
@@ -201,6 +203,7 @@ def test_cp1252_csv_read_as_utf8_quarantines_rows(quickstart_benchmark, tmp_path
     assert all("not valid text in the configured encoding" in r["reason"] for r in q)
 
 
+@pytest.mark.slow  # uses the session benchmark (one engine start)
 def test_unwritable_wandb_dir_keeps_local_results(quickstart_benchmark, tmp_path):
     """W&B cannot write (its directory is a file): the job still finishes locally, exit 0,
     and says where the results are and how to sync later; no engine starts (all cached)."""

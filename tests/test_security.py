@@ -25,6 +25,7 @@ def _leaks(blob: bytes) -> list[str]:
     return [p for p in PLANTED if p.encode() in blob]
 
 
+@pytest.mark.slow  # uses the session benchmark (one engine start)
 def test_planted_keys_never_written_or_printed(quickstart_benchmark, tmp_path):
     """Keys in the environment, a key pulled into the config by interpolation, and a token typed
     on the command line: none appears in config.yaml, manifest.json, summary, metrics, Hydra's
