@@ -149,6 +149,11 @@ def _cached_gens(cache: Path) -> dict[str, str]:
             if "::gen" in r["request_id"]}
 
 
+def _verdicts(rows: list[dict]) -> dict[tuple, tuple]:
+    return {(r["row_id"], r["sample_index"], r["criterion"], r["order"]): (r["status"], r["verdict"])
+            for r in rows}
+
+
 def _interrupt(args, rd: Path, log: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
     """Start the job, wait until it runs on Ray (its guard is on), send `sig`, check it stops."""
     t0 = time.time()
@@ -237,11 +242,15 @@ def test_kill9_signals_then_resume_loses_nothing(tmp_path, quickstart_benchmark)
         for field in ("value", "ci_low", "ci_high", "n", "unscored"):
             assert again[name][field] == pytest.approx(reported[name][field]), (name, field)
     ref_resp = {r["row_id"]: r["response"] for r in ref}
+    ref_verdict = _verdicts(ref_judged)
     reused = [rid for rid in resp if rid in persisted]
     fresh = [rid for rid in resp if rid not in persisted]
     report = {"reused": len(reused), "recomputed_after_kill": len(fresh),
               "reused_differ_from_uninterrupted": sum(resp[r] != ref_resp[r] for r in reused),
-              "recomputed_differ_from_uninterrupted": sum(resp[r] != ref_resp[r] for r in fresh)}
+              "recomputed_differ_from_uninterrupted": sum(resp[r] != ref_resp[r] for r in fresh),
+              "verdicts_differ_from_uninterrupted": sum(
+                  v != ref_verdict[k] for k, v in _verdicts(judged.to_pylist()).items()),
+              "judgments": len(jkeys)}
     print(f"\nresume vs uninterrupted run (batch 1 vs 64): {json.dumps(report)}")
     (tmp_path / "resume_report.json").write_text(json.dumps(report))
 
