@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from aligncultura.engine import COMPLETION_SCHEMA, request_table  # noqa: F401
 
-KEY_VERSION = "rows-v2"
+KEY_VERSION = "rows-v3"  # v3: compact JSON for structured outputs
 CACHE_SCHEMA = COMPLETION_SCHEMA
 # files of a model folder that decide how a chat is rendered, tokenized and sampled by default
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json",
