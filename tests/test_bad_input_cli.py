@@ -240,7 +240,7 @@ def test_garbage_judge_fails_loudly_and_keeps_generations(quickstart_benchmark, 
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert len(errors) == 1 and errors[0].startswith("error: judge smollm2_135m unscored ")
-    assert "judge.max_unscored_rate=0.05" in errors[0] and str(rd) in errors[0]
+    assert "judge.max_unscored_rate=" in errors[0] and str(rd) in errors[0]
     summary = json.loads((rd / "summary.json").read_text())
     assert summary["generations"]["computed"] == 0 and summary["generations"]["cached"] == 4
     assert summary["judgments"]["computed"] == 20
