@@ -20,6 +20,7 @@ size: a batch is reduced to at most one row per (eval row, method) before it lea
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ class LeakageConfig:
     text_column: str = "text"  # of the reference data
     id_column: str = "id"
     batch_size: int = 1024  # reference rows per batch
-    max_batch_bytes: int = 4_000_000  # scan_batch works on slices of at most this much text
+    max_batch_bytes: int = 1_000_000  # scan_batch works on slices of at most this much text
 
     def __post_init__(self) -> None:
         bad = [m for m in [*self.methods, *self.flag_methods] if m not in METHODS]
@@ -141,7 +142,7 @@ def scan_batch(index: LeakageIndex, batch: pa.RecordBatch | pa.Table, keep: str 
     ref_ids = _ids(_column(batch, cfg.id_column, "id"))
     sizes = np.asarray(pc.binary_length(texts).fill_null(0), dtype=np.int64)
     if len(sizes) > 1 and sizes.sum() > cfg.max_batch_bytes:
-        # working memory is ~50x the text: cut big batches into slices of bounded bytes
+        # working memory is ~100x the text: cut big batches into slices of bounded bytes
         step = cfg.max_batch_bytes
         cuts = np.searchsorted(np.cumsum(sizes), np.arange(step, sizes.sum(), step))
         edges = np.unique(np.r_[0, np.maximum(cuts, 1), len(sizes)])
@@ -153,6 +154,7 @@ def scan_batch(index: LeakageIndex, batch: pa.RecordBatch | pa.Table, keep: str 
     found: list[tuple] = []  # (eval_row, ref_row, method, similarity, hamming)
     if index.simhash is not None:
         fps = simhash(shingles(tb, cfg.simhash.shingles))
+        tb.release()  # character n-grams are the largest arrays: free them before going on
         q, e, d = index.simhash.query(fps, ok)
         found.append((e, q, "simhash", 1.0 - d / 64.0, d))
     if index.bands is not None:
@@ -169,6 +171,7 @@ def scan_batch(index: LeakageIndex, batch: pa.RecordBatch | pa.Table, keep: str 
             jac = inter / np.maximum(union, 1)
             hit = jac >= m.threshold
             found.append((e[hit], rows[q[hit]], "minhash", jac[hit], None))
+        tb.release()
     if index.containment is not None:
         r, e, c = index.containment.query(tb)
         hit = ok[r] & (c >= cfg.containment.min_containment)
@@ -285,16 +288,27 @@ def _format(fmt: str) -> str:
 
 
 def scan_files(index: LeakageIndex, paths, fmt: str = "parquet", batch_size: int | None = None) -> pa.Table:
-    """In-process scan of Parquet / JSON-lines files or directories, streamed batch by batch."""
+    """In-process scan of Parquet / JSON-lines files or directories, streamed batch by batch.
+
+    Files are opened one after the other (no read-ahead into the next file), so memory does
+    not depend on how many files there are.
+    """
     import pyarrow.dataset as ds
 
     cfg = index.config
-    dataset = ds.dataset(paths, format=_format(fmt))
-    batches = dataset.to_batches(
-        columns=[cfg.text_column, cfg.id_column], batch_size=batch_size or cfg.batch_size,
-        batch_readahead=1, fragment_readahead=1,
-    )
-    return scan_batches(index, batches)
+    fmt = _format(fmt)
+    files = []
+    for p in [paths] if isinstance(paths, str | os.PathLike) else paths:
+        files += sorted(ds.dataset(str(p), format=fmt).files) if os.path.isdir(p) else [str(p)]
+
+    def batches():
+        for f in files:
+            yield from ds.dataset(f, format=fmt).to_batches(
+                columns=[cfg.text_column, cfg.id_column], batch_size=batch_size or cfg.batch_size,
+                batch_readahead=1, fragment_readahead=1,
+            )
+
+    return scan_batches(index, batches())
 
 
 _WORKER_INDEX: dict[str, LeakageIndex] = {}

@@ -366,6 +366,10 @@ class TextBatch:
     def ok(self) -> np.ndarray:
         return self.status == OK
 
+    def release(self) -> None:
+        """Forget cached shingles and characters (keep the words, shared by most methods)."""
+        self._cache = {k: v for k, v in self._cache.items() if k == "words"}
+
     def char_fallback(self, bytes_per_word: float) -> np.ndarray:
         """Texts with (almost) no spaces: more than `bytes_per_word` bytes per word."""
         nwords = np.diff(self.words().doc_offsets)
