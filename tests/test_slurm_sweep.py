@@ -133,9 +133,12 @@ def test_hydra_sweep_of_two_jobs_one_preempted_and_requeued(tmp_path, cache_dir)
 
 
 def _submitit_process(array_id: str, task: int) -> psutil.Process | None:
+    """The job's Python process (not the srun that started it: same arguments, same env)."""
     for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
         try:
-            if "submitit.core._submit" not in " ".join(p.info["cmdline"] or []):
+            if not (cmd and Path(cmd[0]).name.startswith("python")
+                    and "submitit.core._submit" in cmd):
                 continue
             env = p.environ()
         except (psutil.Error, OSError):
