@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,6 +224,8 @@ def test_sbatch_job_preempted_requeues_and_resumes(tmp_path, cache_dir):
         state = wait_for_job(job_id, timeout_s=400)
     finally:
         subprocess.run(["scancel", job_id], capture_output=True)
+        for tmp in (f"/tmp/ray_{job_id}", f"/tmp/ray_home_{job_id}"):  # the job's Ray dirs
+            shutil.rmtree(tmp, ignore_errors=True)
     logs = f"{out.read_text()}\n{(run_dir / f'slurm-{job_id}.err').read_text()[-3000:]}"
     assert state == "COMPLETED", logs
     attempts = subprocess.run(["sacct", "-j", job_id, "-D", "-X", "-n", "-P",
