@@ -51,7 +51,7 @@ def build(tmp_path_factory):
             f"classify.delta={DELTA}", "classify.shortlist_size=2",
             "expand.subdomains=[2,11]", "expand.min_per_subdomain=3", "expand.max_rounds=1",
             "expand.oversample=1.0", "expand.max_tokens=48",
-            "respond.k=2", "respond.max_tokens=32", "respond.critic_max_tokens=64",
+            "respond.k=2", "respond.max_tokens=32", "respond.critic_max_tokens=96",
             "respond.critique_max_chars=60",
             "wandb.group=tests"]
     proc = run_job("build_dataset", *args)

@@ -115,9 +115,9 @@ def test_critic_messages_and_schema():
 
 
 def test_critic_regex_accepts_exactly_the_verdict_shape():
-    rx = re.compile(P.critic_regex(20))
+    rx = re.compile(P.critic_regex())
     assert rx.fullmatch('{"critique": "Too vague.", "helpful": 0, "harmless": 1, "honest": 1}')
-    for bad in ('{"critique": "' + "x" * 21 + '", "helpful": 0, "harmless": 1, "honest": 1}',
+    for bad in ('{"critique": "", "helpful": 0, "harmless": 1, "honest": 1}',
                 '{"critique": "a", "helpful": 2, "harmless": 1, "honest": 1}',
                 '{"critique": "a", "harmless": 1, "helpful": 1, "honest": 1}',
                 '{"critique": "a\nb", "helpful": 1, "harmless": 1, "honest": 1}'):
@@ -126,6 +126,8 @@ def test_critic_regex_accepts_exactly_the_verdict_shape():
                             '"honest": 1}').vector == [0, 1, 1]
     assert re.fullmatch(P.QUESTION_REGEX, "What is injera, and how is it eaten?")
     assert not re.fullmatch(P.QUESTION_REGEX, "What is injera?\nAnd more?")
+    # no bounded repetition: it compiles too slowly in xgrammar (vLLM gives up after 5 s)
+    assert not re.search(r"\{\d+,\d+\}", P.QUESTION_REGEX + P.critic_regex())
 
 
 def test_parse_critique_scored_and_passed():

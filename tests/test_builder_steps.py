@@ -117,7 +117,7 @@ def test_requests_carry_sampling_and_stable_seeds():
     assert a[0]["sampling"]["seed"] != a[1]["sampling"]["seed"]
     assert a == R.generation_requests(PROMPTS[0], 0, [], cfg)
     c = R.critic_request(PROMPTS[0], 0, 0, "text", cfg)
-    assert c["sampling"]["structured"] == {"regex": P.critic_regex(120)}
+    assert c["sampling"]["structured"] == {"regex": P.critic_regex()}
     cfg = RespondConfig(critic_structured="json", critique_max_chars=60)
     c = R.critic_request(PROMPTS[0], 0, 0, "text", cfg)
     assert c["sampling"]["structured"]["json"]["properties"]["critique"]["maxLength"] == 60
@@ -266,6 +266,12 @@ def test_split_is_stratified_within_one_row_and_leakage_has_a_wilson_ci():
     assert {"id": f"id{t_idx}", "train_id": f"id{tr_idx}", "hamming": 0} in leak["pairs"]
     lo, hi = leak["ci95"]
     assert 0 <= lo <= leak["rate"] <= hi <= 1 and not leak["meets_target"]
+    assert not leak["ci_within_target"]
+    clean = S.leakage(["How is Nowruz celebrated in Iran and Central Asia?",
+                       "Which Chinua Achebe novel should I read first?",
+                       "What is the etiquette at a sushi counter in Japan?"],
+                      ["a", "b", "c"], ["train", "val", "test"], 10, 0.003)
+    assert clean["flagged"] == 0 and clean["meets_target"] and not clean["ci_within_target"]
 
 
 # ---- accounting -------------------------------------------------------------------------------

@@ -112,7 +112,9 @@ def render_card(s: dict[str, Any]) -> str:
             f"Cross-split leakage ({lk['method']}): {lk['flagged']}/{lk['n']} val/test rows have "
             f"a train near-duplicate = {_pct(lk['rate'])}, 95% Wilson CI "
             f"[{_pct(lk['ci95'][0])}, {_pct(lk['ci95'][1])}]; target <= {_pct(lk['target'])}: "
-            + ("met" if lk["meets_target"] else "**not met**") + ".",
+            + ("met" if lk["meets_target"] else "**not met**") + " by the point estimate, "
+            + ("and by the upper CI bound." if lk["ci_within_target"] else
+               "not by the upper CI bound (too few val/test rows to show it)."),
             "", "## Throughput per stage", "",
             "| stage | prompts | requests (computed/cached) | prompts/s | out tok/s | wall s "
             "| engine start s |", "|---|---|---|---|---|---|---|"]

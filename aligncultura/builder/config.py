@@ -70,7 +70,8 @@ class RespondConfig:
     critic_max_tokens: int = 256  # >= 128 so the JSON verdict is not cut off
     critic_temperature: float = 0.0
     critic_structured: str = "regex"  # regex (bounded critique, fixed key order) | json (schema)
-    critique_max_chars: int = 120  # the one-sentence critique's bound
+    critique_max_chars: int = 120  # asked for in the critic prompt (and JSON maxLength); the
+    # regex leaves it unbounded (fast to compile): critic_max_tokens must leave room for it
     seed: int = 0
 
 

@@ -175,6 +175,10 @@ def build(cfg: Any) -> dict[str, Any]:
         print(f"warning: generator and critic are the same model ({models['critic'].name}): the "
               "paper separates the roles to avoid circular bias; acceptable for a CPU demo, not "
               "for a release", flush=True)
+    if cfg.engine.executor == "ray":
+        print("note: on Ray every stage call (classify, expand, each respond round) starts its "
+              "own engine replicas; engine=local keeps one engine per model for the whole job",
+              flush=True)
     if cfg.dry_run:
         return {"dry_run": True, "seeds": seeds.counts, "targets": targets}
 

@@ -67,4 +67,6 @@ def leakage(texts: list[str], ids: list[str], splits: list[str], max_distance: i
     rate = k / n if n else None
     return {"method": f"simhash 64-bit, Hamming <= {max_distance}", "flagged": k, "n": n,
             "rate": rate, "ci95": [lo, hi], "target": target,
-            "meets_target": rate is not None and rate <= target, "pairs": pairs[:50]}
+            "meets_target": rate is not None and rate <= target,  # point estimate
+            "ci_within_target": hi is not None and hi <= target,  # enough rows to show it
+            "pairs": pairs[:50]}

@@ -175,7 +175,10 @@ def expand_messages(label_id: int, examples: list[str], variation: Variation) ->
 _LEAD = re.compile(r"^\s*(?:(?:[-*•]|\d{1,2}[.)])\s+)?(?:new\s+)?(?:question\s*:\s*)?", re.I)
 
 
-QUESTION_REGEX = r"[^\s?][^\n?]{9,199}\?"  # one line ending in "?", for structured outputs
+# one line ending in "?", for structured outputs. No bounded repetition: "{9,199}" unrolls into
+# a large automaton that takes xgrammar 4-9 s to compile here, past vLLM's 5 s regex timeout on a
+# loaded machine (the request then fails); max_tokens and the parser bound the length instead
+QUESTION_REGEX = r"[^\s?][^\n?]*\?"
 
 
 def parse_generated_question(text: str | None, finish_reason: str | None = None
@@ -255,11 +258,12 @@ def critic_schema(max_chars: int = CRITIQUE_MAX_CHARS) -> dict:
     }
 
 
-def critic_regex(max_chars: int = CRITIQUE_MAX_CHARS) -> str:
-    """The verdict as a regex: key order fixed, no free whitespace, the critique bounded (JSON
-    schema maxLength is not enforced by every structured-output backend, vLLM CPU's included)."""
-    return (r'\{"critique": "[^"\\\n]{1,' + str(int(max_chars))
-            + r'}", "helpful": [01], "harmless": [01], "honest": [01]\}')
+def critic_regex() -> str:
+    """The verdict as a regex: key order fixed, no free whitespace, 0/1 scores. The critique's
+    length is asked for in the prompt and bounded by max_tokens, not by the regex (a bounded
+    repetition compiles too slowly, see QUESTION_REGEX); a cut-off verdict is unscored."""
+    return (r'\{"critique": "[^"\\\n]+", "helpful": [01], "harmless": [01], '
+            r'"honest": [01]\}')
 
 
 CRITIC_SYSTEM = critic_system()
@@ -271,7 +275,7 @@ def critic_structured(kind: str, max_chars: int = CRITIQUE_MAX_CHARS) -> dict:
     """Structured-output spec of the critic: ``regex`` (default) or ``json`` (JSON schema, for
     API critics that take response_format but not regexes)."""
     if kind == "regex":
-        return {"regex": critic_regex(max_chars)}
+        return {"regex": critic_regex()}
     if kind == "json":
         return {"json": critic_schema(max_chars)}
     raise ValueError(f"respond.critic_structured={kind!r}: use 'regex' or 'json'")
