@@ -52,12 +52,15 @@ def main() -> int:
            *args.overrides]
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd="/tmp", capture_output=True, text=True,
-                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    log = tmp / "job.log"
+    print(f"running: {' '.join(cmd)}\nlog: {log}", flush=True)
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd="/tmp", stdout=fh, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     wall = time.perf_counter() - t0
     load1 = os.getloadavg()
     if proc.returncode != 0:
-        print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+        print(log.read_text()[-3000:], file=sys.stderr)
         return proc.returncode
     s = json.loads((tmp / "run" / "summary.json").read_text())
     acc, b = s["accounting"], s["balance"]["built"]

@@ -1,7 +1,14 @@
 """Stage I: build the dataset. `python -m jobs.build_dataset seeds.path=... run_dir=PATH`.
 
-Seeds follow the data contract (`seeds=culturax seeds.path=/data/CulturaX.csv` for the released
-CSV); `builder=cpu|cluster` picks the role models and step sizes. See aligncultura/builder/.
+    python -m jobs.build_dataset                                   # embedded sample, CPU demo
+    python -m jobs.build_dataset seeds=culturax seeds.path=/data/CulturaX.csv builder=cluster
+    python -m jobs.build_dataset model@roles.critic=qwen3_8b ...  # rebind one role
+    python -m jobs.build_dataset 'dedup.references=[{name:eval,path:/data/eval.jsonl,class_field:null}]'
+
+Seeds and reference corpora follow the data contract (InputConfig); `builder=cpu|cluster` sets
+the three roles and the step sizes together. The steps, outputs and accounting are described in
+aligncultura/builder/ (pipeline.py reads top to bottom). A rerun of the same command serves every
+finished request from the row cache.
 """
 
 from __future__ import annotations
