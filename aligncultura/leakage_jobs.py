@@ -164,12 +164,12 @@ def repair_utf8(batch: pa.RecordBatch, col: int = 0) -> tuple[pa.RecordBatch, in
 
 def _scan_repaired(batch: pa.Table, index_ref) -> pa.Table:
     """Ray Data map function: repair invalid UTF-8, then the core's scan of the batch."""
-    from aligncultura.leakage.scan import _scan_block
+    from aligncultura.leakage import scan_block
 
     fixed = [repair_utf8(b)[0] for b in batch.to_batches()]  # column 0 is the text
     if fixed:
         batch = pa.Table.from_batches(fixed)
-    return _scan_block(batch, index_ref)
+    return scan_block(batch, index_ref)
 
 
 def stream_batches(files: list[str], fmt: str, ref: Any, counts: dict[str, int], batch_size: int):

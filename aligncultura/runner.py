@@ -60,6 +60,24 @@ def local_engine(model: ResolvedModel, model_cfg: Any, engine_cfg: Any):
     return _LOCAL_ENGINES[key]
 
 
+def actor_pool(replicas: int):
+    """The engine stage's Ray Data compute strategy: `replicas` actors, one call at a time each,
+    run on the actor's main thread.
+
+    By default Ray Data wraps an actor UDF so that `__init__` runs on the actor's main thread
+    and every `__call__` on a separate executor thread. vLLM's CPU worker binds its OpenMP
+    threads when the engine starts, i.e. for the constructing thread; calls from another
+    thread get a fresh, unbound OpenMP team and ran ~20% slower here (bench/bench_engine.py:
+    the engine's two compute threads at 84% + 55% CPU instead of 98% + 97%).
+    `enable_true_multi_threading` drops that wrapper; `max_concurrent_calls_per_actor=1`
+    keeps one batch at a time per engine (vllm.LLM is not thread-safe).
+    """
+    import ray
+
+    return ray.data.ActorPoolStrategy(size=replicas, max_concurrent_calls_per_actor=1,
+                                      enable_true_multi_threading=True)
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Connect to RAY_ADDRESS (Slurm, `ray job submit`) or start a local Ray on loopback."""
     address = os.environ.get("RAY_ADDRESS")
@@ -194,7 +212,7 @@ def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[
         fn_constructor_kwargs=kwargs,
         batch_size=engine_cfg.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=replicas),
+        compute=actor_pool(replicas),
         num_cpus=engine_cfg.num_cpus_per_replica,
         num_gpus=engine_cfg.num_gpus_per_replica or None,
         max_restarts=engine_cfg.max_restarts,

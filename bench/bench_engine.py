@@ -56,7 +56,7 @@ def bare(model: dict, reqs: pa.Table, batch: int) -> dict:
 def ray_stage(model: dict, reqs: pa.Table, batch: int) -> dict:
     import ray
 
-    from aligncultura.runner import init_ray
+    from aligncultura.runner import actor_pool, init_ray
 
     init_ray()
     ctx = ray.data.DataContext.get_current()
@@ -65,7 +65,7 @@ def ray_stage(model: dict, reqs: pa.Table, batch: int) -> dict:
     ds = ds.map_batches(LLMStage, fn_constructor_kwargs={"model": model,
                                                          "engine_kwargs": ENGINE_KWARGS},
                         batch_size=batch, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
+                        compute=actor_pool(1), num_cpus=1)
     times, toks, start = [], [], None
     for out in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
         times.append(time.perf_counter())

@@ -314,8 +314,9 @@ def scan_files(index: LeakageIndex, paths, fmt: str = "parquet", batch_size: int
 _WORKER_INDEX: dict[str, LeakageIndex] = {}
 
 
-def _scan_block(batch: pa.Table, index_ref) -> pa.Table:
-    """Ray Data map_batches function: fetch the broadcast index once per worker process."""
+def scan_block(batch: pa.Table, index_ref) -> pa.Table:
+    """Ray Data map_batches function for custom pipelines: `index_ref` is `ray.put(index)` (or
+    the index itself); the index is fetched once per worker process, then `scan_batch`."""
     import ray
 
     key = index_ref.hex() if isinstance(index_ref, ray.ObjectRef) else str(id(index_ref))
@@ -347,7 +348,7 @@ def scan_ray(
     try:
         read = ray.data.read_parquet if _format(fmt) == "parquet" else ray.data.read_json
         out = read(paths).select_columns([cfg.text_column, cfg.id_column]).map_batches(
-            _scan_block,
+            scan_block,
             fn_kwargs={"index_ref": ray.put(index)},
             batch_format="pyarrow",
             batch_size=batch_size or cfg.batch_size,
