@@ -119,13 +119,18 @@ class Progress:
         self.label, self.total, self.enabled, self.every_s = label, total, enabled, every_s
         self.done = 0
         self.tokens = 0
+        self.cached = 0
         self.t0 = time.perf_counter()
         self.last = 0.0
 
     def update(self, rows: int, tokens: int = 0, batch: pa.Table | None = None) -> None:
-        if batch is not None:  # only what this run computed counts towards the rate
-            live = batch.filter(pc.invert(pc.fill_null(batch.column("cached"), False)))
-            tokens = sum(live.column("output_tokens").to_pylist())
+        """`rows` more done; the rate counts `tokens` plus the output tokens of the rows of
+        `batch` this run computed (rows served from the row cache are counted apart)."""
+        if batch is not None:
+            hit = pc.fill_null(batch.column("cached"), False)
+            live = batch.filter(pc.invert(hit))
+            tokens += sum(live.column("output_tokens").to_pylist())
+            self.cached += min(rows, batch.num_rows - live.num_rows)
         self.done += rows
         self.tokens += tokens
         now = time.perf_counter()
@@ -133,8 +138,9 @@ class Progress:
             self.last = now
             el = now - self.t0
             pct = 100.0 * self.done / max(self.total, 1)
+            cached = f", {self.cached} from the row cache" if self.cached else ""
             print(f"[{self.label}] {self.done}/{self.total} ({pct:.0f}%) "
-                  f"{el:.0f}s elapsed, {self.tokens / max(el, 1e-9):.1f} out tok/s",
+                  f"{el:.0f}s elapsed, {self.tokens / max(el, 1e-9):.1f} out tok/s{cached}",
                   file=sys.stderr, flush=True)
 
 

@@ -87,7 +87,11 @@ def _generate(cfg, prompts, meta, model, judge, seeds, criteria, stats):
         parts.append(generation_rows(g, by_id, model.name, n))
         if j.num_rows:
             side.append(j)
-        bar.update(len(set(g.column("request_id").to_pylist())), batch=g)
+        # rows = generation requests done; the rate counts every token the engine produced
+        # (in a shared engine pass that includes the judgments)
+        live_j = j.filter(pc.invert(pc.fill_null(j.column("cached"), False)))
+        bar.update(len(set(g.column("request_id").to_pylist())), batch=g,
+                   tokens=sum(live_j.column("output_tokens").to_pylist()))
     wall = time.perf_counter() - t0
     gens = pa.concat_tables(parts).sort_by([("row_id", "ascending"), ("sample_index", "ascending")]) \
         if parts else GENERATION_SCHEMA.empty_table()

@@ -175,3 +175,14 @@ def test_rundir_json_and_parquet_round_trip(tmp_path):
     assert rd.read_json("summary.json") == {"rows": 3}
     rd.write_parquet("out/part-0.parquet", pa.table({"x": ["a"]}))
     assert pq.read_table(rd / "out/part-0.parquet").column("x").to_pylist() == ["a"]
+
+
+def test_progress_line_counts_cached_rows_apart_and_rates_only_computed_tokens(capsys):
+    from aligncultura.jobkit import Progress
+
+    bar = Progress("judge x", 4, every_s=0.0)
+    batch = pa.table({"cached": [True, True, False, None], "output_tokens": [50, 50, 7, 3]})
+    bar.update(4, batch=batch, tokens=5)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("[judge x] 4/4 (100%)") and line.endswith(", 2 from the row cache")
+    assert bar.tokens == 15  # 7 + 3 computed here, plus 5 passed in; the 100 cached not counted
