@@ -53,6 +53,12 @@ class LeakageJobConfig:
 class DedupJobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    # local: everything in this process | ray: fingerprints (SimHash, or MinHash signatures
+    # and set keys) computed by Ray Data map_batches; candidates, exact verification and
+    # union-find on the driver (identical result)
+    executor: str = "local"
+    num_workers: int | None = None  # Ray: concurrent fingerprint tasks (null = all CPUs)
+    batch_size: int = 4096  # Ray: rows per fingerprint task
     run_dir: str | None = None
 
 
@@ -241,6 +247,56 @@ def ray_matches(index, files: list[str], fmt: str, num_workers: int | None, batc
         yield from out.iter_batches(batch_format="pyarrow", batch_size=None)
     finally:
         options.resource_limits = saved
+
+
+def _fingerprint_block(batch: pa.Table, dedup_cfg: Any) -> pa.Table:
+    """Ray Data map function: fingerprints of one block of texts, keyed by row position."""
+    from aligncultura.leakage.clusters import fingerprint_rows
+
+    fp = fingerprint_rows(batch.column("text"), dedup_cfg)
+    cols: dict[str, Any] = {"pos": batch.column("pos")}
+    for k, v in fp.items():
+        cols[k] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]) \
+            if v.ndim == 2 else pa.array(v)
+    return pa.table(cols)
+
+
+def ray_fingerprints(texts: pa.ChunkedArray | pa.Array, dedup_cfg: Any, num_workers: int | None,
+                     batch_size: int) -> dict[str, np.ndarray]:
+    """`fingerprint_rows` over the texts on Ray Data (blocks of `batch_size` rows), put back
+    in row order on the driver."""
+    import ray
+
+    from aligncultura.runner import init_ray
+
+    init_ray(num_workers)
+    n = len(texts)
+    options = ray.data.DataContext.get_current().execution_options
+    saved = options.resource_limits
+    if num_workers:
+        options.resource_limits = saved.copy(cpu=num_workers)
+    try:
+        table = pa.table({"pos": pa.array(np.arange(n, dtype=np.int64)), "text": texts})
+        ds = ray.data.from_arrow(table).repartition(max(1, -(-n // batch_size)))
+        out = ds.map_batches(_fingerprint_block, fn_kwargs={"dedup_cfg": dedup_cfg},
+                             batch_format="pyarrow", batch_size=batch_size, num_cpus=1)
+        parts = list(out.iter_batches(batch_format="pyarrow", batch_size=None))
+    finally:
+        options.resource_limits = saved
+    got = pa.concat_tables(parts).combine_chunks()
+    pos = got.column("pos").to_numpy()
+    if len(pos) != n or not np.array_equal(np.sort(pos), np.arange(n)):
+        raise RuntimeError(f"Ray fingerprinting returned {len(pos)} rows for {n} texts")
+    order = np.argsort(pos, kind="stable")
+    result: dict[str, np.ndarray] = {}
+    for k in got.column_names[1:]:
+        col = got.column(k).combine_chunks()
+        if pa.types.is_fixed_size_list(col.type):
+            arr = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
+        else:
+            arr = col.to_numpy()
+        result[k] = arr[order]
+    return result
 
 
 def csv_matches(index, files: list[str], ref: Any, counts: dict[str, Any],

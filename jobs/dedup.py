@@ -1,5 +1,9 @@
 """Within-set dedup: `python -m jobs.dedup input.path=... run_dir=PATH`.
 
+`executor=ray` computes the fingerprints on Ray Data (blocks of `batch_size` rows, at most
+`num_workers` at once); candidate pairs, exact verification and union-find stay on the driver,
+so the clusters are identical to the in-process run.
+
 Reads one input through the data contract (quarantine, split, limit), groups exact duplicates
 (identical normalised text) and near-duplicates (`dedup.method`: MinHash LSH verified by exact
 Jaccard, or SimHash verified by Hamming distance; union-find; the earliest row represents its
@@ -30,14 +34,20 @@ def run(cfg: Any) -> dict[str, Any]:
     dcfg = lj.core_config(cfg.dedup, "dedup")
     if dcfg.method not in ("minhash", "simhash"):
         raise JobError(f"dedup.method={dcfg.method!r}: use minhash or simhash")
+    if cfg.executor not in ("local", "ray"):
+        raise JobError(f"executor={cfg.executor!r}: use local or ray")
+    if int(cfg.batch_size) < 1:
+        raise JobError(f"batch_size={cfg.batch_size}: must be >= 1")
     prompts = lj.read_side(cfg.input, "input")
     t = prompts.table
     print(f"plan: {t.num_rows} rows (read {prompts.read}, quarantined {len(prompts.quarantine)}), "
-          f"exact + near-duplicates by {dcfg.method}", flush=True)
+          f"exact + near-duplicates by {dcfg.method} ({cfg.executor})", flush=True)
     rd = start_run(cfg, "dedup", prompts.files)
     t0 = time.perf_counter()
     exact = exact_clusters(t["question"], t["row_id"], dcfg.normalize)
-    near = near_duplicate_clusters(t["question"], t["row_id"], dcfg)
+    fps = lj.ray_fingerprints(t["question"], dcfg, cfg.num_workers, int(cfg.batch_size)) \
+        if cfg.executor == "ray" else None
+    near = near_duplicate_clusters(t["question"], t["row_id"], dcfg, fingerprints=fps)
     wall = time.perf_counter() - t0
     out = near.rename_columns(["row_id", *near.column_names[1:]])
     out = out.append_column("exact_cluster_id", exact["cluster_id"])
@@ -65,6 +75,7 @@ def run(cfg: Any) -> dict[str, Any]:
                                            if s == "ok" and not r),
                  "kept": kept},
         "unclustered": {s: status.count(s) for s in set(status) if s != "ok"},
+        "settings": {"executor": cfg.executor, "method": dcfg.method},
         "wall_s": wall,
     }
     c = prompts.counts

@@ -165,8 +165,19 @@ def test_culturax_dedup_and_cross_split_leakage(tmp_path):
     assert s["exact"]["groups"] == 15
     assert s["near"]["groups"] >= s["exact"]["groups"]
     assert s["rows"]["read"] == 1500 == s["rows"]["used"] + s["rows"]["quarantined"]
-    ids = pq.read_table(tmp_path / "d" / "clusters.parquet")["row_id"].to_pylist()
+    local = pq.read_table(tmp_path / "d" / "clusters.parquet")
+    ids = local["row_id"].to_pylist()
     assert ids[:2] == ["culturax:0", "culturax:1"] and len(set(ids)) == len(ids)
+
+    # the same dedup with the fingerprints computed on Ray (6 blocks, 2 workers): same clusters
+    proc = run_job("dedup", "input=culturax", f"input.path={csv}", "executor=ray",
+                   "num_workers=2", "batch_size=256", f"run_dir={tmp_path / 'dr'}",
+                   env={"RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert pq.read_table(tmp_path / "dr" / "clusters.parquet").equals(local)
+    sr = json.loads((tmp_path / "dr" / "summary.json").read_text())
+    assert sr["settings"] == {"executor": "ray", "method": "minhash"}
+    assert (sr["exact"], sr["near"]) == (s["exact"], s["near"])
 
     proc = run_job("leakage", "eval=culturax", f"eval.path={csv}", "eval.split=test",
                    "reference=culturax", f"reference.paths=[{csv}]", "reference.split=train",

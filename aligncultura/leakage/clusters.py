@@ -90,16 +90,25 @@ def minhash_edges(
     Rows with identical shingle sets are collapsed to their first row before LSH (and
     linked to it with Jaccard 1), so exact-duplicate groups cost no quadratic blow-up.
     """
+    return minhash_edges_from(_set_keys(sets), valid, lambda heads: minhash(sets.take(heads), cfg),
+                              lambda i, j: jaccard_pairs(sets, i, j), cfg)
+
+
+def minhash_edges_from(keys: np.ndarray, valid: np.ndarray, signatures, jaccard,
+                       cfg: MinHashConfig = MinHashConfig()):
+    """`minhash_edges` over precomputed per-row set keys (`_set_keys`); `signatures(heads)`
+    gives the heads' MinHash signatures and `jaccard(i, j)` the exact Jaccard of row pairs, so
+    the fingerprints may come from elsewhere (Ray workers: `fingerprint_rows`)."""
     rows = np.flatnonzero(valid)
-    keys = _set_keys(sets)[rows]
+    keys = keys[rows]
     _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
     heads = rows[first]  # np.unique's first index = smallest row of each group
-    sig = minhash(sets.take(heads), cfg)
+    sig = signatures(heads)
     bands, rws = lsh_params(cfg.threshold, cfg.num_perm, (cfg.fp_weight, cfg.fn_weight))
     bk = band_keys(sig, bands, rws)
     ui, uj = self_pairs((bk[:, t] for t in range(bands)), len(heads))
     i, j = heads[ui], heads[uj]
-    jac = jaccard_pairs(sets, i, j)
+    jac = jaccard(i, j)
     ok = jac >= cfg.threshold
     dup = rows != heads[inv]
     return (
@@ -107,6 +116,17 @@ def minhash_edges(
         np.concatenate([j[ok], rows[dup]]),
         np.concatenate([jac[ok], np.ones(int(dup.sum()))]),
     )
+
+
+def _jaccard_of_rows(texts, i: np.ndarray, j: np.ndarray, cfg: DedupConfig) -> np.ndarray:
+    """Exact Jaccard of rows (i, j), shingling only the rows involved."""
+    if not len(i):
+        return np.zeros(0)
+    rows, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
+    col = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(list(texts))
+    sub = col.take(pa.array(rows, pa.int64()))
+    sets = unique_sets(shingles(TextBatch(sub, cfg.normalize), cfg.minhash.shingles, mix=False))
+    return jaccard_pairs(sets, inv[: len(i)], inv[len(i):])
 
 
 def _cluster_table(ids: pa.Array, roots: np.ndarray, sim: np.ndarray, status: np.ndarray) -> pa.Table:
@@ -126,11 +146,30 @@ def _cluster_table(ids: pa.Array, roots: np.ndarray, sim: np.ndarray, status: np
     )
 
 
-def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig()) -> pa.Table:
+def fingerprint_rows(texts, cfg: DedupConfig = DedupConfig()) -> dict[str, np.ndarray]:
+    """The per-row fingerprints near-duplicate clustering needs, computable batch by batch
+    (the Ray path maps this over blocks): SimHash -> {"simhash"}; MinHash -> {"set_key",
+    "set_size", "signature"} (the signature of the row's own shingle set). Rows are independent, so
+    concatenating the batches' arrays equals fingerprinting the whole column at once."""
+    tb = TextBatch(texts, cfg.normalize)
+    if cfg.method == "simhash":
+        return {"simhash": simhash(shingles(tb, cfg.simhash.shingles))}
+    if cfg.method == "minhash":
+        sets = unique_sets(shingles(tb, cfg.minhash.shingles, mix=False))
+        return {"set_key": _set_keys(sets), "set_size": sets.counts.astype(np.int64),
+                "signature": minhash(sets, cfg.minhash)}
+    raise ValueError(f"dedup.method={cfg.method!r}: use 'minhash' or 'simhash'")
+
+
+def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig(),
+                            fingerprints: dict[str, np.ndarray] | None = None) -> pa.Table:
     """One row per input row: id, cluster_id, representative, is_representative,
     cluster_size, similarity (to the representative), status (ok / null / empty).
 
-    ids default to the row index. Null and empty texts are never clustered.
+    ids default to the row index. Null and empty texts are never clustered. `fingerprints`
+    (from `fingerprint_rows`, e.g. computed on Ray workers) skips the fingerprinting here;
+    MinHash then builds shingle sets on this side only for the rows of candidate pairs, to
+    verify them exactly. The result is the same either way.
     """
     tb = TextBatch(texts, cfg.normalize)
     ids = pa.array(np.arange(tb.n)) if ids is None else _as_array(ids)
@@ -138,8 +177,19 @@ def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig()) -
         raise ValueError(f"{len(ids)} ids for {tb.n} texts")
     ok = tb.ok
     n = tb.n
+    if fingerprints is not None and cfg.method == "minhash":
+        sig = fingerprints["signature"]
+        live = ok & (fingerprints["set_size"] > 0)
+        i, j, _ = minhash_edges_from(fingerprints["set_key"], live, lambda h: sig[h],
+                                     lambda a, b: _jaccard_of_rows(texts, a, b, cfg), cfg.minhash)
+        roots = connected_components(n, i, j)
+        sim = np.ones(n)
+        moved = np.flatnonzero(roots != np.arange(n))
+        sim[moved] = _jaccard_of_rows(texts, moved, roots[moved], cfg)
+        return _cluster_table(ids, roots, sim, tb.status)
     if cfg.method == "simhash":
-        fps = simhash(shingles(tb, cfg.simhash.shingles))
+        fps = fingerprints["simhash"] if fingerprints is not None else \
+            simhash(shingles(tb, cfg.simhash.shingles))
         rows = np.flatnonzero(ok)
         i, j, _ = near_pairs(fps[rows], cfg.simhash.max_distance, cfg.simhash.num_blocks)
         roots = connected_components(n, rows[i], rows[j])
