@@ -21,6 +21,7 @@ import json
 import os
 import re
 import resource
+import sys
 import time
 from typing import Any
 
@@ -157,6 +158,19 @@ class LLMStage:
         self.followup = followup
         self.engine_start_s = time.perf_counter() - t0
 
+    def _abort_unfinished(self) -> int:
+        """Abort what a failed `LLM.chat` left in the engine. `LLM._run_engine` steps until no
+        request is unfinished, so a half-processed request left behind by an exception would
+        make every later call on this engine spin forever (seen with vLLM 0.32 on CPU)."""
+        try:
+            engine = self.llm.llm_engine
+            left = list(engine.output_processor.request_states)
+            if left:
+                engine.abort_request(left, internal=True)  # request_states holds internal ids
+            return len(left)
+        except Exception:  # noqa: BLE001 - best effort; the fallback reports per-row errors
+            return -1
+
     def _chat(self, conversations, params):
         return self.llm.chat(conversations, sampling_params=params, use_tqdm=False,
                              lora_request=self.lora, chat_template_kwargs=self.chat_template_kwargs)
@@ -189,6 +203,10 @@ class LLMStage:
         except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
             outputs = None
             first_error = f"{type(exc).__name__}: {exc}"[:500]
+            left = self._abort_unfinished()
+            print(f"warning: an engine batch of {len(ids)} requests failed ({first_error[:200]});"
+                  f" aborted {left} unfinished, retrying one request at a time",
+                  file=sys.stderr, flush=True)
         wall = time.perf_counter() - t0
         if outputs is None:
             outputs = []

@@ -66,6 +66,22 @@ def test_multirun_one_dir_per_job(tmp_path):
     assert temps == {"generate"}
 
 
+def test_seeded_batch_larger_than_one_prefill_step(tmp_path):
+    """Regression: 24 seeded requests whose prompts total > 4096 tokens (vLLM's per-step token
+    budget). With chunked prefill, vLLM 0.32's CPU runner failed the whole batch ("CPU Generator
+    does not use offset") and the engine then spun forever; engine=cpu turns it off."""
+    system = "You are a careful assistant for questions about cultural heritage. " * 20
+    proc = run_job("generate", "engine=local", "experiment=quickstart", "dataset.limit=24",
+                   "generation.max_tokens=2", f"model.system_prompt='{system.strip()}'",
+                   "cache_dir=off", "progress=false", f"run_dir={tmp_path / 'r'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "engine batch" not in proc.stderr, proc.stderr[-3000:]
+    gens = pq.read_table(tmp_path / "r" / "generations.parquet")
+    assert gens.num_rows == 24
+    assert set(gens.column("status").to_pylist()) == {"ok"}
+    assert sum(gens.column("input_tokens").to_pylist()) > 4096
+
+
 def test_dry_run_starts_no_engine(tmp_path):
     proc = run_job("generate", "dry_run=true", f"run_dir={tmp_path / 'x'}")
     assert proc.returncode == 0
