@@ -68,11 +68,14 @@ def test_multirun_one_dir_per_job(tmp_path):
 
 def test_seeded_batch_larger_than_one_prefill_step(tmp_path):
     """Regression: 24 seeded requests whose prompts total > 4096 tokens (vLLM's per-step token
-    budget). With chunked prefill, vLLM 0.32's CPU runner failed the whole batch ("CPU Generator
-    does not use offset") and the engine then spun forever; engine=cpu turns it off."""
+    budget; prefix caching off, or the shared system prompt would be computed once). With
+    chunked prefill, vLLM 0.32's CPU runner failed the whole batch ("CPU Generator does not use
+    offset") and the engine then spun forever; engine=cpu turns it off. Checked to fail with
+    `engine.engine_kwargs.enable_chunked_prefill=true` added."""
     system = "You are a careful assistant for questions about cultural heritage. " * 20
     proc = run_job("generate", "engine=local", "experiment=quickstart", "dataset.limit=24",
                    "generation.max_tokens=2", f"model.system_prompt='{system.strip()}'",
+                   "+engine.engine_kwargs.enable_prefix_caching=false",
                    "cache_dir=off", "progress=false", f"run_dir={tmp_path / 'r'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "engine batch" not in proc.stderr, proc.stderr[-3000:]
