@@ -24,7 +24,8 @@ from aligncultura.data import load_prompts
 from aligncultura.engine import CPU_ENV_DEFAULTS, LLMStage, build_messages, request_table
 from aligncultura.models import default_cache_dir, provision_embedded
 
-ENGINE_KWARGS = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
+ENGINE_KWARGS = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048,
+                 "enable_chunked_prefill": False}  # = conf/engine/cpu.yaml
 
 
 def make_requests(n: int, max_tokens: int) -> pa.Table:

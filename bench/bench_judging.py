@@ -76,7 +76,8 @@ def main() -> int:
         os.environ.setdefault(k, v)
     path, _ = provision_embedded("smollm2_135m", default_cache_dir())
     model = {"path": str(path)}
-    base = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
+    base = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048,
+            "enable_chunked_prefill": False}  # = conf/engine/cpu.yaml
     s_reqs, u_reqs = judge_requests(args.requests, True), judge_requests(args.requests, False)
     res: dict[str, list[dict]] = {"structured": [], "unconstrained": [], "matched": [],
                                   "structured_noprefix": []}
