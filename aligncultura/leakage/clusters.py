@@ -82,23 +82,16 @@ def jaccard_pairs(sets: Shingles, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros(len(inter)), where=union > 0)
 
 
-def minhash_edges(
-    sets: Shingles, valid: np.ndarray, cfg: MinHashConfig = MinHashConfig()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def minhash_edges(keys: np.ndarray, valid: np.ndarray, signatures, jaccard,
+                  cfg: MinHashConfig = MinHashConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verified pairs (i, j, Jaccard >= cfg.threshold) among the valid rows.
 
-    Rows with identical shingle sets are collapsed to their first row before LSH (and
-    linked to it with Jaccard 1), so exact-duplicate groups cost no quadratic blow-up.
+    `keys` are the rows' set keys (`_set_keys`), `signatures(heads)` gives MinHash signatures
+    of rows and `jaccard(i, j)` the exact Jaccard of row pairs, so the fingerprints may be
+    computed here or elsewhere (Ray workers: `fingerprint_rows`). Rows with identical shingle
+    sets are collapsed to their first row before LSH (and linked to it with Jaccard 1), so
+    exact-duplicate groups cost no quadratic blow-up.
     """
-    return minhash_edges_from(_set_keys(sets), valid, lambda heads: minhash(sets.take(heads), cfg),
-                              lambda i, j: jaccard_pairs(sets, i, j), cfg)
-
-
-def minhash_edges_from(keys: np.ndarray, valid: np.ndarray, signatures, jaccard,
-                       cfg: MinHashConfig = MinHashConfig()):
-    """`minhash_edges` over precomputed per-row set keys (`_set_keys`); `signatures(heads)`
-    gives the heads' MinHash signatures and `jaccard(i, j)` the exact Jaccard of row pairs, so
-    the fingerprints may come from elsewhere (Ray workers: `fingerprint_rows`)."""
     rows = np.flatnonzero(valid)
     keys = keys[rows]
     _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
@@ -177,16 +170,6 @@ def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig(),
         raise ValueError(f"{len(ids)} ids for {tb.n} texts")
     ok = tb.ok
     n = tb.n
-    if fingerprints is not None and cfg.method == "minhash":
-        sig = fingerprints["signature"]
-        live = ok & (fingerprints["set_size"] > 0)
-        i, j, _ = minhash_edges_from(fingerprints["set_key"], live, lambda h: sig[h],
-                                     lambda a, b: _jaccard_of_rows(texts, a, b, cfg), cfg.minhash)
-        roots = connected_components(n, i, j)
-        sim = np.ones(n)
-        moved = np.flatnonzero(roots != np.arange(n))
-        sim[moved] = _jaccard_of_rows(texts, moved, roots[moved], cfg)
-        return _cluster_table(ids, roots, sim, tb.status)
     if cfg.method == "simhash":
         fps = fingerprints["simhash"] if fingerprints is not None else \
             simhash(shingles(tb, cfg.simhash.shingles))
@@ -195,12 +178,24 @@ def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig(),
         roots = connected_components(n, rows[i], rows[j])
         sim = 1.0 - hamming(fps, fps[roots]) / 64.0
     elif cfg.method == "minhash":
-        sets = unique_sets(shingles(tb, cfg.minhash.shingles, mix=False))
-        i, j, _ = minhash_edges(sets, ok & (sets.counts > 0), cfg.minhash)
+        if fingerprints is None:
+            sets = unique_sets(shingles(tb, cfg.minhash.shingles, mix=False))
+            keys, sizes = _set_keys(sets), sets.counts
+            def signatures(h):
+                return minhash(sets.take(h), cfg.minhash)
+            def jaccard(a, b):
+                return jaccard_pairs(sets, a, b)
+        else:
+            keys, sizes, sig = (fingerprints[k] for k in ("set_key", "set_size", "signature"))
+            def signatures(h):
+                return sig[h]
+            def jaccard(a, b):
+                return _jaccard_of_rows(texts, a, b, cfg)
+        i, j, _ = minhash_edges(keys, ok & (sizes > 0), signatures, jaccard, cfg.minhash)
         roots = connected_components(n, i, j)
         sim = np.ones(n)
         moved = np.flatnonzero(roots != np.arange(n))
-        sim[moved] = jaccard_pairs(sets, moved, roots[moved])
+        sim[moved] = jaccard(moved, roots[moved])
     else:
         raise ValueError(f"dedup.method={cfg.method!r}: use 'minhash' or 'simhash'")
     return _cluster_table(ids, roots, sim, tb.status)
