@@ -2,10 +2,11 @@
 
 The eval side (and dedup's input) follows the data contract (`InputConfig`, read with
 `data.load_prompts`: per-row quarantine, splits). The reference corpus is streamed and never
-loaded whole: Parquet and JSON-lines files go batch by batch through `leakage.scan_files`
-(in-process) or `leakage.scan_ray` (Ray Data); CSV files are read one file at a time through
-the data contract (so `reference.split` applies to CSV references only) and scanned on the
-driver. Each group's per-eval result is turned back into match rows and reduced once with
+loaded whole: Parquet and JSON-lines files are cut into pieces of ~16 MB (`leakage.pieces`),
+each read, row-counted and scanned by `scan_reference_piece`, in this process or one Ray Data
+task per piece (`leakage.map_pieces_ray`; every file is read once, by a worker); CSV files
+are read one file at a time through the data contract (so `reference.split` applies to CSV
+references only) and scanned on the driver. Each group's per-eval result is turned back into match rows and reduced once with
 `leakage.best_matches`, so the outcome does not depend on grouping or order.
 """
 
@@ -24,7 +25,8 @@ from hydra.core.config_store import ConfigStore
 from aligncultura.config import InputConfig
 from aligncultura.data import FORMATS, InputError, load_prompts
 from aligncultura.leakage import DedupConfig, LeakageConfig, best_matches, scan_batch
-from aligncultura.leakage.scan import METHODS
+from aligncultura.leakage.pieces import PIECE_BYTES, MissingColumn, Piece, plan_pieces, read_piece
+from aligncultura.leakage.scan import MATCH_SCHEMA, METHODS, PieceError, cpu_limit, map_pieces_ray
 from aligncultura.metrics import wilson_ci
 
 
@@ -123,23 +125,9 @@ def reference_files(ref: Any) -> dict[str, list[str]]:
     return groups
 
 
-JSON_BLOCK_BYTES = 64 << 20  # a JSON line must fit in one block (pyarrow's default is 1 MB)
-
-
-def _dataset(f: str, fmt: str):
-    import pyarrow.dataset as ds
-    import pyarrow.json as pj
-
-    if fmt == "parquet":
-        return ds.dataset(f, format="parquet")
-    return ds.dataset(f, format=ds.JsonFileFormat(
-        read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES)))
-
-
 def _unreadable(f: str, fmt: str, exc: BaseException) -> InputError:
     why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    hint = f" (one JSON line over {JSON_BLOCK_BYTES >> 20} MB?)" if "straddl" in why else ""
-    return InputError(f"{f}: not a readable {fmt} reference ({why}){hint}; check reference.paths "
+    return InputError(f"{f}: not a readable {fmt} reference ({why}); check reference.paths "
                       "and reference.format")
 
 
@@ -168,85 +156,73 @@ def repair_utf8(batch: pa.RecordBatch, col: int = 0) -> tuple[pa.RecordBatch, in
     return pa.RecordBatch.from_arrays(cols, names=batch.schema.names), bad
 
 
-def _scan_repaired(batch: pa.Table, index_ref) -> pa.Table:
-    """Ray Data map function: repair invalid UTF-8, then the core's scan of the batch."""
-    from aligncultura.leakage import scan_block
-
-    fixed = [repair_utf8(b)[0] for b in batch.to_batches()]  # column 0 is the text
-    if fixed:
-        batch = pa.Table.from_batches(fixed)
-    return scan_block(batch, index_ref)
+COUNT_KEYS = ("read", "used", "quarantined", "null_text", "empty_text", "null_id", "replaced_bytes")
 
 
-def stream_batches(files: list[str], fmt: str, ref: Any, counts: dict[str, int], batch_size: int):
-    """Reference batches (text and id columns only), one file at a time, counted as they pass.
+def scan_reference_piece(piece: Piece, index: Any, text_field: str, id_field: str,
+                         batch_size: int) -> tuple[pa.Table, dict[str, int]]:
+    """Scan one piece of a Parquet/JSONL reference file: (best matches, row counts).
 
-    Rows with a null or blank text or a null id are quarantined (they cannot match); rows
-    whose bytes are not valid UTF-8 are kept with U+FFFD replacements and counted apart.
+    Rows with a null or blank text or a null id are quarantined (counted, not scanned: they
+    cannot match); rows whose bytes are not valid UTF-8 are kept with U+FFFD replacements
+    and counted apart. Runs in this process (executor=local) or in a Ray task (executor=ray).
     """
-    for key in ("read", "used", "quarantined", "null_text", "empty_text", "null_id",
-                "replaced_bytes"):
-        counts.setdefault(key, 0)
-    for f in files:
-        try:
-            data = _dataset(f, fmt)
-            names = data.schema.names
-            for col, key in ((ref.text_field, "text_field"), (ref.id_field, "id_field")):
-                if col not in names:
-                    raise InputError(f"{f}: column '{col}' (reference.{key}) not found; columns "
-                                     f"are: {', '.join(names[:12])}; set reference.{key}=<column>")
-            for b in data.to_batches(columns=[ref.text_field, ref.id_field], batch_size=batch_size,
-                                     batch_readahead=1, fragment_readahead=1):
-                b, fixed = repair_utf8(b)
-                counts["replaced_bytes"] += fixed
-                text, ids = b.column(0), b.column(1)
-                if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)
-                        or pa.types.is_null(text.type)):
-                    raise InputError(f"{f}: column '{ref.text_field}' (reference.text_field) holds "
-                                     f"{text.type}, expected text")
-                null = np.asarray(text.is_null())
-                blank = np.asarray(pc.fill_null(
-                    pc.equal(pc.utf8_trim_whitespace(text.cast(pa.string())), ""), False))
-                null_id = np.asarray(ids.is_null()) & ~null & ~blank
-                bad = null | blank | null_id
-                counts["read"] += len(b)
-                counts["null_text"] += int(null.sum())
-                counts["empty_text"] += int(blank.sum())
-                counts["null_id"] += int(null_id.sum())
-                counts["quarantined"] += int(bad.sum())
-                counts["used"] += int((~bad).sum())
-                yield b
-        except (pa.ArrowException, OSError) as exc:
-            raise _unreadable(f, fmt, exc) from None
-
-
-def ray_matches(index, files: list[str], fmt: str, num_workers: int | None, batch_size: int):
-    """Ray Data: read the files, map the core's scan over them (the index broadcast once), and
-    yield the match batches to the driver (what `leakage.scan_ray` does, with the JSON block
-    size above)."""
-    import pyarrow.json as pj
-    import ray
-
-    from aligncultura.runner import init_ray
-
-    init_ray(num_workers)
-    cfg = index.config
-    options = ray.data.DataContext.get_current().execution_options
-    saved = options.resource_limits
-    if num_workers:
-        options.resource_limits = saved.copy(cpu=num_workers)
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    parts = [MATCH_SCHEMA.empty_table()]
+    fmt = "jsonl" if piece.format == "json" else piece.format
     try:
-        if fmt == "parquet":
-            data = ray.data.read_parquet(files)
-        else:
-            data = ray.data.read_json(files, read_options=pj.ReadOptions(
-                block_size=JSON_BLOCK_BYTES))
-        out = data.select_columns([cfg.text_column, cfg.id_column]).map_batches(
-            _scan_repaired, fn_kwargs={"index_ref": ray.put(index)}, batch_format="pyarrow",
-            batch_size=batch_size, num_cpus=1)
-        yield from out.iter_batches(batch_format="pyarrow", batch_size=None)
-    finally:
-        options.resource_limits = saved
+        for b in read_piece(piece, [text_field, id_field], batch_size):
+            b, fixed = repair_utf8(b)
+            counts["replaced_bytes"] += fixed
+            text, ids = b.column(0), b.column(1)
+            if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)
+                    or pa.types.is_null(text.type)):
+                raise InputError(f"{piece.path}: column '{text_field}' (reference.text_field) "
+                                 f"holds {text.type}, expected text")
+            null = np.asarray(text.is_null())
+            blank = np.asarray(pc.fill_null(
+                pc.equal(pc.utf8_trim_whitespace(text.cast(pa.string())), ""), False))
+            null_id = np.asarray(ids.is_null()) & ~null & ~blank
+            bad = null | blank | null_id
+            counts["read"] += len(b)
+            counts["null_text"] += int(null.sum())
+            counts["empty_text"] += int(blank.sum())
+            counts["null_id"] += int(null_id.sum())
+            counts["quarantined"] += int(bad.sum())
+            counts["used"] += int((~bad).sum())
+            if not bad.all():
+                parts.append(scan_batch(index, b.filter(pa.array(~bad)) if bad.any() else b))
+    except MissingColumn as exc:
+        key = "text_field" if exc.column == text_field else "id_field"
+        raise InputError(f"{exc.path}: column '{exc.column}' (reference.{key}) not found; columns "
+                         f"are: {', '.join(exc.available[:12])}; set reference.{key}=<column>") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(piece.path, fmt, exc) from None
+    return pa.concat_tables(parts), counts
+
+
+def reference_matches(index: Any, files: list[str], fmt: str, ref: Any, counts: dict[str, Any],
+                      executor: str, num_workers: int | None, batch_size: int,
+                      piece_bytes: int):
+    """Match batches of Parquet/JSONL references, piece by piece (pieces.py): in this process,
+    or one Ray Data task per piece (each worker reads its own piece, once). Counts add up in
+    `counts` as pieces finish."""
+    pieces = plan_pieces(files, fmt, piece_bytes)
+    kwargs = {"text_field": ref.text_field, "id_field": ref.id_field, "batch_size": batch_size}
+    if executor == "ray":
+        from aligncultura.runner import init_ray
+
+        init_ray(num_workers)
+        done = map_pieces_ray(scan_reference_piece, pieces, index, num_workers, **kwargs)
+    else:
+        done = (scan_reference_piece(p, index, **kwargs) for p in pieces)
+    try:
+        for matches, got in done:
+            for k, v in got.items():
+                counts[k] = counts.get(k, 0) + v
+            yield matches
+    except PieceError as exc:  # the worker's one-line InputError
+        raise InputError(str(exc)) from None
 
 
 def _fingerprint_block(batch: pa.Table, dedup_cfg: Any) -> pa.Table:
@@ -271,18 +247,12 @@ def ray_fingerprints(texts: pa.ChunkedArray | pa.Array, dedup_cfg: Any, num_work
 
     init_ray(num_workers)
     n = len(texts)
-    options = ray.data.DataContext.get_current().execution_options
-    saved = options.resource_limits
-    if num_workers:
-        options.resource_limits = saved.copy(cpu=num_workers)
-    try:
+    with cpu_limit(num_workers):
         table = pa.table({"pos": pa.array(np.arange(n, dtype=np.int64)), "text": texts})
         ds = ray.data.from_arrow(table).repartition(max(1, -(-n // batch_size)))
         out = ds.map_batches(_fingerprint_block, fn_kwargs={"dedup_cfg": dedup_cfg},
                              batch_format="pyarrow", batch_size=batch_size, num_cpus=1)
         parts = list(out.iter_batches(batch_format="pyarrow", batch_size=None))
-    finally:
-        options.resource_limits = saved
     got = pa.concat_tables(parts).combine_chunks()
     pos = got.column("pos").to_numpy()
     if len(pos) != n or not np.array_equal(np.sort(pos), np.arange(n)):
@@ -318,7 +288,7 @@ def csv_matches(index, files: list[str], ref: Any, counts: dict[str, Any],
 
 
 def scan_references(index, ref: Any, executor: str, num_workers: int | None,
-                    batch_size: int) -> tuple[pa.Table, dict[str, Any]]:
+                    batch_size: int, piece_bytes: int = PIECE_BYTES) -> tuple[pa.Table, dict[str, Any]]:
     """Scan every reference file past the eval index; (per-eval result, reference accounting)."""
     groups = reference_files(ref)
     counts: dict[str, Any] = {"files": sum(len(v) for v in groups.values()), "read": 0, "used": 0,
@@ -326,15 +296,9 @@ def scan_references(index, ref: Any, executor: str, num_workers: int | None,
     quarantine: list[dict[str, Any]] = []
     parts: list[Any] = []
     for fmt in ("parquet", "jsonl"):
-        if not groups[fmt]:
-            continue
-        batches = stream_batches(groups[fmt], fmt, ref, counts, batch_size)
-        if executor == "ray":  # counted in one streamed pass on the driver, scanned on Ray
-            for _ in batches:
-                pass
-            parts.append(ray_matches(index, groups[fmt], fmt, num_workers, batch_size))
-        else:
-            parts.append(scan_batch(index, b) for b in batches)
+        if groups[fmt]:
+            parts.append(reference_matches(index, groups[fmt], fmt, ref, counts, executor,
+                                           num_workers, batch_size, piece_bytes))
     parts.append(csv_matches(index, groups["csv"], ref, counts, quarantine, batch_size))
     result = best_matches(index, (m for part in parts for m in part))
     counts["scanned"] = counts["used"] - counts.get("not_selected", 0)

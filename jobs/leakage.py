@@ -40,7 +40,7 @@ def run(cfg: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     index = build_index(t["question"], t["row_id"], lcfg)
     result, ref_counts = lj.scan_references(index, cfg.reference, cfg.executor, cfg.num_workers,
-                                            lcfg.batch_size)
+                                            lcfg.batch_size, lcfg.piece_bytes)
     wall = time.perf_counter() - t0
     ref_quarantine = ref_counts.pop("quarantine")
     out = result.rename_columns(["row_id", *result.column_names[1:]])

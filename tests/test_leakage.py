@@ -365,7 +365,73 @@ def test_in_process_and_ray_scans_agree(tmp_path):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = scan_ray(index, str(tmp_path), num_workers=2, batch_size=64)
+        small = scan_ray(index, str(tmp_path), num_workers=2, batch_size=64, piece_bytes=20_000)
     finally:
         ray.shutdown()
-    assert local.equals(remote)
+    assert local.equals(remote) and local.equals(small)  # 3 pieces, then 9 pieces (3 per file)
     assert local["flagged"].to_pylist() == [True] * 20
+
+
+def _rows(pieces, columns, batch_size):
+    from aligncultura.leakage.pieces import read_piece
+
+    return [r for p in pieces for b in read_piece(p, columns, batch_size) for r in b.to_pylist()]
+
+
+def test_parquet_pieces_cover_every_row_once(tmp_path):
+    import pyarrow.parquet as pq
+
+    from aligncultura.leakage.pieces import list_files, plan_pieces
+
+    rng = random.Random(4)
+    texts = [sentence(rng, rng.randrange(1, 60)) for _ in range(700)]
+    table = pa.table({"id": [f"r{i}" for i in range(700)], "text": texts})
+    with pq.ParquetWriter(tmp_path / "a.parquet", table.schema) as w:  # row groups 5, 300, 7, 388
+        for a, b in ((0, 5), (5, 305), (305, 312), (312, 700)):
+            w.write_table(table.slice(a, b - a))
+    pq.write_table(table.slice(0, 0), tmp_path / "b.parquet")  # no rows
+    pq.write_table(table.slice(0, 50), tmp_path / "c.parquet")
+    files = list_files(str(tmp_path), "parquet")
+    assert [f.rsplit("/", 1)[1] for f in files] == ["a.parquet", "b.parquet", "c.parquet"]
+    want = table.to_pylist() + table.slice(0, 50).to_pylist()
+    for piece_bytes in (1, 3_000, 20_000, 10**9):
+        pieces = plan_pieces(files, "parquet", piece_bytes)
+        for bs in (1, 64, 4096):
+            assert _rows(pieces, ["id", "text"], bs) == want, (piece_bytes, bs)
+    assert len(plan_pieces(files, "parquet", 10**9)) == 2  # one per non-empty file
+    cut = plan_pieces(files, "parquet", 3_000)
+    assert any(p.stop is not None for p in cut) and len(cut) > 10  # big row groups in ranges
+    assert all(p.row_groups for p in cut)
+
+
+def test_json_pieces_cover_every_line_once(tmp_path):
+    import json
+
+    from aligncultura.leakage.pieces import Piece, plan_pieces
+
+    rng = random.Random(5)
+    rows = [{"id": i, "text": sentence(rng, rng.choice([1, 3, 40, 900]))} for i in range(120)]
+    lines = [json.dumps(r) for r in rows]
+    for k in (7, 50, 51):
+        lines[k] += "\r"  # CRLF line ends and blank lines are allowed
+        lines[k + 1] = "  \n" + lines[k + 1]
+    (tmp_path / "x.jsonl").write_text("\n".join(lines))  # no newline at the end
+    for piece_bytes in (1, 13, 100, 4096, 10**9):
+        pieces = plan_pieces([str(tmp_path / "x.jsonl")], "jsonl", piece_bytes)
+        got = _rows(pieces, ["id", "text"], 16)
+        assert got == rows, piece_bytes
+        assert all(Piece.from_json(p.to_json()) == p for p in pieces)
+    (tmp_path / "empty.jsonl").write_text("")
+    assert plan_pieces([str(tmp_path / "empty.jsonl")], "json", 100) == []
+
+
+def test_missing_column_names_the_setting(tmp_path):
+    import pyarrow.parquet as pq
+
+    from aligncultura.leakage import scan_files
+
+    pq.write_table(pa.table({"id": ["a"], "body": ["x y z"]}), tmp_path / "r.parquet")
+    with pytest.raises(KeyError, match="column 'text' not found.*set leakage.text_column"):
+        scan_files(build_index(["x y z"]), str(tmp_path))
+    with pytest.raises(ValueError, match="piece_bytes=0"):
+        scan_files(build_index(["x y z"]), str(tmp_path), piece_bytes=0)

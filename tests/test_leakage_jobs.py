@@ -100,11 +100,13 @@ def _check_leakage_run(run_dir, ids, leaked):
 
 def test_leakage_local_and_ray_agree(corpus, tmp_path):
     d, ids, leaked, args = corpus
-    local = run_job("leakage", *args, f"run_dir={tmp_path / 'local'}")
+    # small pieces: the Parquet row group is cut into row ranges, the 10 MB JSON line spans
+    # many byte ranges (in process: ~500 pieces of 20 kB; on Ray: 11 tasks of 1 MB)
+    local = run_job("leakage", *args, "leakage.piece_bytes=20000", f"run_dir={tmp_path / 'local'}")
     assert local.returncode == 0, local.stderr[-3000:]
     a = _check_leakage_run(tmp_path / "local", ids, leaked)
-    ray = run_job("leakage", *args, "executor=ray", "num_workers=2", f"run_dir={tmp_path / 'ray'}",
-                  env={"RAY_ADDRESS": ""})
+    ray = run_job("leakage", *args, "executor=ray", "num_workers=2", "leakage.piece_bytes=1000000",
+                  f"run_dir={tmp_path / 'ray'}", env={"RAY_ADDRESS": ""})
     assert ray.returncode == 0, ray.stderr[-3000:]
     b = _check_leakage_run(tmp_path / "ray", ids, leaked)
     assert a.select(["row_id", "flagged", "ref_id", "similarity"]).equals(
@@ -114,14 +116,21 @@ def test_leakage_local_and_ray_agree(corpus, tmp_path):
 @pytest.mark.parametrize("override,expect", [
     ("reference.paths=[/nonexistent/corpus]", "/nonexistent/corpus does not exist"),
     ("reference.id_field=nope", "column 'nope' (reference.id_field) not found"),
+    ("reference.id_field=nope executor=ray num_workers=1",  # raised on a Ray worker
+     "column 'nope' (reference.id_field) not found"),
+    ("leakage.piece_bytes=0", "leakage.piece_bytes=0: must be >= 1"),
     ("eval.path=/nonexistent/eval.jsonl", "set eval.path"),
     ("reference.path=/x", "set reference.paths=[/x]"),
 ])
 def test_leakage_bad_paths_are_one_line_errors(corpus, tmp_path, override, expect):
     d, ids, leaked, args = corpus
-    proc = run_job("leakage", *args, override, f"run_dir={tmp_path / 'r'}")
+    proc = run_job("leakage", *args, *override.split(), f"run_dir={tmp_path / 'r'}",
+                   env={"RAY_ADDRESS": ""})
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
+    if "executor=ray" in override:  # Ray's own INFO lines (start, progress) come first
+        assert "Traceback" not in proc.stderr and all("error:" not in x for x in lines[:-1])
+        lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], lines
 
 

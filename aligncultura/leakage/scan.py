@@ -1,11 +1,12 @@
 """Eval-vs-reference leakage: index the (small) eval set, stream reference batches past it.
 
     index = build_index(eval_texts, eval_ids, LeakageConfig())
-    result = scan_files(index, "refs/")            # in-process: a loop over Arrow batches
-    result = scan_ray(index, "refs/")              # Ray Data: map_batches over the files
+    result = scan_files(index, "refs/")            # in-process: piece after piece
+    result = scan_ray(index, "refs/")              # Ray Data: one task per piece
     summarize(result)                              # flagged share with a Wilson 95% CI
 
-Both runners call the same pure function, `scan_batch(index, batch) -> matches`, and reduce
+Both runners cut the files into pieces of ~16 MB (pieces.py) and call the same pure
+function on each batch of a piece, `scan_batch(index, batch) -> matches`, and reduce
 its output with `best_matches` (best reference per eval row and method, ties broken by the
 smaller reference id, so the result does not depend on batch order). A reference row is
 compared three ways; each method reports only verified pairs:
@@ -20,8 +21,9 @@ size: a batch is reduced to at most one row per (eval row, method) before it lea
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +33,15 @@ import pyarrow.compute as pc
 from .containment import ContainmentConfig, ContainmentIndex
 from .lsh import BucketIndex, band_keys, lsh_params
 from .minhash import MinHashConfig, minhash
+from .pieces import (
+    PIECE_BYTES,
+    MissingColumn,
+    Piece,
+    check_format,
+    list_files,
+    plan_pieces,
+    read_piece,
+)
 from .shingles import (
     NormalizeConfig,
     Shingles,
@@ -64,12 +75,16 @@ class LeakageConfig:
     text_column: str = "text"  # of the reference data
     id_column: str = "id"
     batch_size: int = 1024  # reference rows per batch
+    piece_bytes: int = PIECE_BYTES  # reference data per piece = per Ray task (pieces.py)
     max_batch_bytes: int = 1_000_000  # scan_batch works on slices of at most this much text
 
     def __post_init__(self) -> None:
         bad = [m for m in [*self.methods, *self.flag_methods] if m not in METHODS]
         if bad:
             raise ValueError(f"leakage methods {bad} unknown: use {list(METHODS)}")
+        for key in ("batch_size", "piece_bytes", "max_batch_bytes"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"leakage.{key}={getattr(self, key)}: must be >= 1")
         missing = [m for m in self.flag_methods if m not in self.methods]
         if missing:
             raise ValueError(f"leakage.flag_methods {missing} must also be in leakage.methods")
@@ -281,82 +296,160 @@ def scan_batches(index: LeakageIndex, batches: Iterable[pa.RecordBatch | pa.Tabl
     return best_matches(index, (scan_batch(index, b) for b in batches))
 
 
-def _format(fmt: str) -> str:
-    if fmt not in ("parquet", "json"):
-        raise ValueError(f"reference format {fmt!r}: use 'parquet' or 'json' (JSON lines)")
-    return fmt
-
-
-def scan_files(index: LeakageIndex, paths, fmt: str = "parquet", batch_size: int | None = None) -> pa.Table:
-    """In-process scan of Parquet / JSON-lines files or directories, streamed batch by batch.
-
-    Files are opened one after the other (no read-ahead into the next file), so memory does
-    not depend on how many files there are.
-    """
-    import pyarrow.dataset as ds
-
+def scan_piece(piece: Piece, index: LeakageIndex, batch_size: int | None = None) -> tuple[pa.Table, dict]:
+    """Scan one piece of a reference file: (best matches per eval row and method, {"read": rows})."""
     cfg = index.config
-    fmt = _format(fmt)
-    files = []
-    for p in [paths] if isinstance(paths, str | os.PathLike) else paths:
-        files += sorted(ds.dataset(str(p), format=fmt).files) if os.path.isdir(p) else [str(p)]
+    parts, read = [MATCH_SCHEMA.empty_table()], 0
+    try:
+        for b in read_piece(piece, [cfg.text_column, cfg.id_column], batch_size or cfg.batch_size):
+            read += b.num_rows
+            parts.append(scan_batch(index, b))
+    except MissingColumn as exc:
+        what = "text" if exc.column == cfg.text_column else "id"
+        raise KeyError(f"{exc}; set leakage.{what}_column") from None
+    return _best_per_method(pa.concat_tables(parts)), {"read": read}
 
-    def batches():
-        for f in files:
-            yield from ds.dataset(f, format=fmt).to_batches(
-                columns=[cfg.text_column, cfg.id_column], batch_size=batch_size or cfg.batch_size,
-                batch_readahead=1, fragment_readahead=1,
-            )
 
-    return scan_batches(index, batches())
+def scan_files(
+    index: LeakageIndex, paths, fmt: str = "parquet", batch_size: int | None = None,
+    piece_bytes: int | None = None,
+) -> pa.Table:
+    """In-process scan of Parquet / JSON-lines files or directories, piece by piece.
+
+    The same pieces and `scan_piece` as `scan_ray`, one after the other: memory does not
+    depend on how many files there are or how large they are.
+    """
+    fmt = check_format(fmt)
+    pieces = plan_pieces(list_files(paths, fmt), fmt,
+                         index.config.piece_bytes if piece_bytes is None else piece_bytes)
+    return best_matches(index, (scan_piece(p, index, batch_size)[0] for p in pieces))
 
 
 _WORKER_INDEX: dict[str, LeakageIndex] = {}
 
 
-def scan_block(batch: pa.Table, index_ref) -> pa.Table:
-    """Ray Data map_batches function for custom pipelines: `index_ref` is `ray.put(index)` (or
-    the index itself); the index is fetched once per worker process, then `scan_batch`."""
+def _worker_index(index_ref) -> LeakageIndex:
+    """The index behind `index_ref` (`ray.put(index)` or the index), fetched once per process."""
     import ray
 
     key = index_ref.hex() if isinstance(index_ref, ray.ObjectRef) else str(id(index_ref))
     if key not in _WORKER_INDEX:
         _WORKER_INDEX.clear()
         _WORKER_INDEX[key] = ray.get(index_ref) if isinstance(index_ref, ray.ObjectRef) else index_ref
-    return scan_batch(_WORKER_INDEX[key], batch)
+    return _WORKER_INDEX[key]
 
 
-def scan_ray(
-    index: LeakageIndex, paths, fmt: str = "parquet", num_workers: int | None = None,
-    batch_size: int | None = None,
-) -> pa.Table:
-    """Ray Data runner: read the files, map `scan_batch` over them, reduce on the driver.
+def scan_block(batch: pa.Table, index_ref) -> pa.Table:
+    """Ray Data map_batches function for custom pipelines: `index_ref` is `ray.put(index)` (or
+    the index itself); the index is fetched once per worker process, then `scan_batch`."""
+    return scan_batch(_worker_index(index_ref), batch)
 
-    Uses the running Ray instance (or starts a local one, as Ray Data does). The index is
-    broadcast once with ray.put; num_workers caps the concurrent scan tasks (None: all CPUs).
+
+@contextmanager
+def cpu_limit(num_workers: int | None):
+    """Cap the CPUs Ray Data may use (one per task) while the block runs, then restore.
+
+    Unlike a TaskPoolStrategy size this bounds every operator of the dataset. Datasets copy
+    the context when created, so create the dataset inside the block, and consume it there.
     """
     import ray
 
-    cfg = index.config
-    # num_workers caps the CPUs Ray Data may use (one per scan task); unlike a
-    # TaskPoolStrategy size it keeps the read fused with the scan. Datasets copy the
-    # context when created, so set it first and restore it once the scan is consumed.
     options = ray.data.DataContext.get_current().execution_options
     saved = options.resource_limits
     if num_workers:
         options.resource_limits = saved.copy(cpu=num_workers)
     try:
-        read = ray.data.read_parquet if _format(fmt) == "parquet" else ray.data.read_json
-        out = read(paths).select_columns([cfg.text_column, cfg.id_column]).map_batches(
-            scan_block,
-            fn_kwargs={"index_ref": ray.put(index)},
-            batch_format="pyarrow",
-            batch_size=batch_size or cfg.batch_size,
-            num_cpus=1,
-        )
-        return best_matches(index, out.iter_batches(batch_format="pyarrow", batch_size=None))
+        yield
     finally:
         options.resource_limits = saved
+
+
+class PieceError(ValueError):
+    """A piece failed on a Ray worker with a data error; the message is the worker's."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return (str(text).strip().splitlines() or [type(exc).__name__])[0]
+
+
+_PIECE_OUT = pa.schema([
+    ("piece", pa.int64()),
+    ("matches", pa.list_(pa.struct(list(MATCH_SCHEMA)))),
+    ("counts", pa.string()),  # JSON object of row counts
+    ("error", pa.string()),
+])
+
+
+def _piece_task(batch: pa.Table, fn: Callable, index_ref, kwargs: dict) -> pa.Table:
+    """Ray Data map function: run `fn(piece, index, **kwargs)` on each piece of the batch."""
+    index = _worker_index(index_ref)
+    nums, tables, sizes, counts, errors = [], [], [], [], []
+    for num, text in zip(batch["piece"].to_pylist(), batch["spec"].to_pylist(), strict=True):
+        try:
+            matches, count, error = *fn(Piece.from_json(text), index, **kwargs), None
+        except (ValueError, KeyError, OSError, pa.ArrowException) as exc:  # data errors
+            matches, count, error = MATCH_SCHEMA.empty_table(), {}, _one_line(exc)
+        nums.append(num)
+        tables.append(matches.cast(MATCH_SCHEMA))
+        sizes.append(matches.num_rows)
+        counts.append(json.dumps(count))
+        errors.append(error)
+    values = pa.concat_tables([MATCH_SCHEMA.empty_table(), *tables]).to_struct_array().combine_chunks()
+    offsets = pa.array(np.r_[0, np.cumsum(sizes)], pa.int32())
+    return pa.Table.from_arrays([pa.array(nums, pa.int64()), pa.ListArray.from_arrays(offsets, values),
+                                 pa.array(counts, pa.string()), pa.array(errors, pa.string())],
+                                schema=_PIECE_OUT)
+
+
+def map_pieces_ray(
+    fn: Callable, pieces: list[Piece], index: LeakageIndex, num_workers: int | None = None,
+    **kwargs,
+) -> Iterator[tuple[pa.Table, dict]]:
+    """Ray Data: one task per piece running `fn(piece, index, **kwargs) -> (matches, counts)`;
+    yields (matches, summed counts) as tasks finish. The index is broadcast once (ray.put).
+
+    `fn` must be importable on the workers (a module-level function). A data error on a
+    worker (ValueError, KeyError, OSError, pyarrow's) stops the scan with PieceError carrying
+    the worker's one-line message.
+    """
+    import ray
+
+    if not pieces:
+        return
+    with cpu_limit(num_workers):
+        items = [{"piece": i, "spec": p.to_json()} for i, p in enumerate(pieces)]
+        out = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _piece_task, fn_kwargs={"fn": fn, "index_ref": ray.put(index), "kwargs": kwargs},
+            batch_format="pyarrow", batch_size=1, num_cpus=1,
+        )
+        for b in out.iter_batches(batch_format="pyarrow", batch_size=None):
+            errors = [e for e in b["error"].to_pylist() if e]
+            if errors:
+                raise PieceError(errors[0])
+            total: dict[str, int] = {}
+            for text in b["counts"].to_pylist():
+                for k, v in json.loads(text).items():
+                    total[k] = total.get(k, 0) + v
+            flat = pc.list_flatten(b["matches"]).combine_chunks()
+            yield pa.Table.from_struct_array(flat).cast(MATCH_SCHEMA), total
+
+
+def scan_ray(
+    index: LeakageIndex, paths, fmt: str = "parquet", num_workers: int | None = None,
+    batch_size: int | None = None, piece_bytes: int | None = None,
+) -> pa.Table:
+    """Ray Data runner: cut the files into pieces of ~`piece_bytes`, scan one piece per task
+    (each worker reads its own piece), reduce on the driver.
+
+    Uses the running Ray instance (or starts a local one, as Ray Data does). num_workers caps
+    the concurrent scan tasks (None: all CPUs). Same result as `scan_files`.
+    """
+    fmt = check_format(fmt)
+    pieces = plan_pieces(list_files(paths, fmt), fmt,
+                         index.config.piece_bytes if piece_bytes is None else piece_bytes)
+    found = map_pieces_ray(scan_piece, pieces, index, num_workers, batch_size=batch_size)
+    return best_matches(index, (matches for matches, _ in found))
 
 
 # ----------------------------------------------------------------------------- summary
