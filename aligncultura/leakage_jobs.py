@@ -207,6 +207,8 @@ def reference_matches(index: Any, files: list[str], fmt: str, ref: Any, counts: 
     """Match batches of Parquet/JSONL references, piece by piece (pieces.py): in this process,
     or one Ray Data task per piece (each worker reads its own piece, once). Counts add up in
     `counts` as pieces finish."""
+    for key in COUNT_KEYS:
+        counts.setdefault(key, 0)
     pieces = plan_pieces(files, fmt, piece_bytes)
     kwargs = {"text_field": ref.text_field, "id_field": ref.id_field, "batch_size": batch_size}
     if executor == "ray":
