@@ -614,6 +614,65 @@ def bench_memory(corpus: Path, evals: list[str]) -> str:
     ])
 
 
+def _ray_worker_rss() -> tuple[float, float]:
+    """(summed, largest) RSS in MB of the Ray worker processes (`ray::...`) of this node."""
+    import psutil
+    import ray
+
+    node = ray._private.worker._global_node  # private, but this is a benchmark
+    rss = []
+    for proc in node.all_processes.get("raylet", []):
+        try:
+            for c in psutil.Process(proc.process.pid).children(recursive=True):
+                if c.name().startswith("ray::") or "default_worker.py" in " ".join(c.cmdline()):
+                    rss.append(c.memory_info().rss / 1e6)
+        except psutil.NoSuchProcess:
+            continue
+    return sum(rss), max(rss, default=0.0)
+
+
+def bench_memory_ray(corpus: Path, evals: list[str]) -> str:
+    """Peak RSS of the Ray workers (sampled every 0.1 s) scanning 1x vs 10x, a fresh Ray each."""
+    import threading
+
+    import ray
+
+    files = sorted(str(p) for p in corpus.glob("*.parquet"))
+    index = build_index(evals)
+    rows, peaks = [], {}
+    for label, paths in (("1x", files[:1]), ("10x", files[:10])):
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        peak = [0.0, 0.0]
+        stop = threading.Event()
+
+        def sample(peak=peak, stop=stop):
+            while not stop.is_set():
+                total, one = _ray_worker_rss()
+                peak[0], peak[1] = max(peak[0], total), max(peak[1], one)
+                stop.wait(0.1)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        try:
+            t0 = time.perf_counter()
+            scan_ray(index, paths, num_workers=1)
+            wall = time.perf_counter() - t0
+        finally:
+            stop.set()
+            t.join()
+            ray.shutdown()
+        peaks[label] = peak[1]
+        mb = sum(os.path.getsize(p) for p in paths) / 1e6
+        rows.append([label, f"{mb:.0f} MB parquet", f"{wall:.0f}", f"{peak[1]:.0f}", f"{peak[0]:.0f}"])
+    return "\n".join([
+        table(["corpus", "size", "wall s", "peak RSS of the largest Ray worker (MB)",
+               "peak summed RSS of all Ray workers (MB)"], rows), "",
+        f"Largest-worker peak RSS ratio 10x / 1x: **{peaks['10x'] / peaks['1x']:.2f}** "
+        "(`scan_ray`, 1 worker, pieces of <= 16 MB; RSS sampled every 0.1 s with psutil; a fresh "
+        "local Ray per size; idle pre-started workers count in the sum).",
+    ])
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -659,7 +718,9 @@ def main() -> None:
                 parts += ["### Ray Data scaling (scan_ray, 1 -> 2 workers)", "",
                           bench_ray(corpus, evals, n_bytes, 1 if args.quick else 3), ""]
             if "memory" in sections and n_files >= 10:
-                parts += ["### Memory: in-process scan, 1x vs 10x reference corpus", "", bench_memory(corpus, evals), ""]
+                parts += ["### Memory: in-process scan, 1x vs 10x reference corpus", "", bench_memory(corpus, evals), "",
+                          "### Memory: Ray workers, 1x vs 10x reference corpus", "",
+                          bench_memory_ray(corpus, evals), ""]
     parts += [f"(total {time.perf_counter() - t_start:.0f} s; load average at end {os.getloadavg()[0]:.1f})"]
     text = "\n".join(parts)
     print(text)
