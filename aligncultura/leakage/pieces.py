@@ -5,10 +5,11 @@
         for batch in read_piece(piece, ["text", "id"], batch_size=1024): ...
 
 A piece holds about `piece_bytes` of data, so a Ray task takes seconds, not minutes, and
-workers finish together whatever the file sizes (with one task per file, 10 files on 2
-workers left a core idle at every pair's end and at the tail: 1.36-1.54x instead of ~1.7x;
-BENCHMARKS.md). Each worker reads its own piece, so nothing is read twice, read ahead or
-held in the object store.
+workers finish together whatever the file sizes. Each worker reads its own piece, so nothing
+is read twice, read ahead or held in the object store. (With Ray Data's `read_parquet`, Ray
+2.60 first read all files in one task into the object store, then scanned multi-batch blocks
+that left a worker idle at the tail: 1.36-1.54x on 2 workers against 1.66x with pieces;
+BENCHMARKS.md.)
 
 - Parquet: a run of consecutive row groups of one file, up to `piece_bytes` (uncompressed,
   from the file's metadata); a row group larger than that is cut into row ranges (each
