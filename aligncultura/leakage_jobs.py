@@ -6,8 +6,9 @@ loaded whole: Parquet and JSON-lines files are cut into pieces of ~16 MB (`leaka
 each read, row-counted and scanned by `scan_reference_piece`, in this process or one Ray Data
 task per piece (`leakage.map_pieces_ray`; every file is read once, by a worker); CSV files
 are read one file at a time through the data contract (so `reference.split` applies to CSV
-references only) and scanned on the driver. Each group's per-eval result is turned back into match rows and reduced once with
-`leakage.best_matches`, so the outcome does not depend on grouping or order.
+references only) and scanned on the driver. Each group's per-eval result is turned back into
+match rows and reduced once with `leakage.best_matches`, so the outcome does not depend on
+grouping or order.
 """
 
 from __future__ import annotations
@@ -209,7 +210,12 @@ def reference_matches(index: Any, files: list[str], fmt: str, ref: Any, counts: 
     `counts` as pieces finish."""
     for key in COUNT_KEYS:
         counts.setdefault(key, 0)
-    pieces = plan_pieces(files, fmt, piece_bytes)
+    pieces = []
+    for f in files:  # Parquet footers are read here, on the driver
+        try:
+            pieces += plan_pieces([f], fmt, piece_bytes)
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(f, fmt, exc) from None
     kwargs = {"text_field": ref.text_field, "id_field": ref.id_field, "batch_size": batch_size}
     if executor == "ray":
         from aligncultura.runner import init_ray

@@ -134,6 +134,23 @@ def test_leakage_bad_paths_are_one_line_errors(corpus, tmp_path, override, expec
     assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], lines
 
 
+@pytest.mark.parametrize("name,content,expect", [
+    ("bad.parquet", b"not parquet at all\n", "bad.parquet: not a readable parquet reference"),
+    ("bad.jsonl", b'{"doc_id": "a", "body": "fine"}\n{not json\n', "bad.jsonl: not a readable jsonl"),
+])
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_unreadable_reference_file_is_one_line(corpus, tmp_path, name, content, expect, executor):
+    d, ids, leaked, args = corpus
+    (tmp_path / name).write_bytes(content)
+    args = [a for a in args if not a.startswith("reference.paths=")]
+    proc = run_job("leakage", *args, f"reference.paths=[{tmp_path / name}]", f"executor={executor}",
+                   "num_workers=1", f"run_dir={tmp_path / 'r'}", env={"RAY_ADDRESS": ""})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and expect in last and "reference.paths" in last, last
+
+
 def test_dedup_groups_ids_and_accounting(tmp_path):
     rng = random.Random(3)
     base = [_sentence(rng) for _ in range(30)]

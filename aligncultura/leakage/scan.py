@@ -374,7 +374,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 _PIECE_OUT = pa.schema([
-    ("piece", pa.int64()),
     ("matches", pa.list_(pa.struct(list(MATCH_SCHEMA)))),
     ("counts", pa.string()),  # JSON object of row counts
     ("error", pa.string()),
@@ -384,20 +383,19 @@ _PIECE_OUT = pa.schema([
 def _piece_task(batch: pa.Table, fn: Callable, index_ref, kwargs: dict) -> pa.Table:
     """Ray Data map function: run `fn(piece, index, **kwargs)` on each piece of the batch."""
     index = _worker_index(index_ref)
-    nums, tables, sizes, counts, errors = [], [], [], [], []
-    for num, text in zip(batch["piece"].to_pylist(), batch["spec"].to_pylist(), strict=True):
+    tables, sizes, counts, errors = [], [], [], []
+    for text in batch["piece"].to_pylist():
         try:
             matches, count, error = *fn(Piece.from_json(text), index, **kwargs), None
         except (ValueError, KeyError, OSError, pa.ArrowException) as exc:  # data errors
             matches, count, error = MATCH_SCHEMA.empty_table(), {}, _one_line(exc)
-        nums.append(num)
         tables.append(matches.cast(MATCH_SCHEMA))
         sizes.append(matches.num_rows)
         counts.append(json.dumps(count))
         errors.append(error)
     values = pa.concat_tables([MATCH_SCHEMA.empty_table(), *tables]).to_struct_array().combine_chunks()
     offsets = pa.array(np.r_[0, np.cumsum(sizes)], pa.int32())
-    return pa.Table.from_arrays([pa.array(nums, pa.int64()), pa.ListArray.from_arrays(offsets, values),
+    return pa.Table.from_arrays([pa.ListArray.from_arrays(offsets, values),
                                  pa.array(counts, pa.string()), pa.array(errors, pa.string())],
                                 schema=_PIECE_OUT)
 
@@ -418,7 +416,7 @@ def map_pieces_ray(
     if not pieces:
         return
     with cpu_limit(num_workers):
-        items = [{"piece": i, "spec": p.to_json()} for i, p in enumerate(pieces)]
+        items = [{"piece": p.to_json()} for p in pieces]
         out = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _piece_task, fn_kwargs={"fn": fn, "index_ref": ray.put(index), "kwargs": kwargs},
             batch_format="pyarrow", batch_size=1, num_cpus=1,
