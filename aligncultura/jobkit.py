@@ -244,6 +244,21 @@ class Interrupted(BaseException):
     runner's replica-failure handler, an engine's per-row fallback) turns it into failed rows."""
 
 
+_PENDING: list[int] = []  # guarded signals that arrived and have not stopped the job yet
+
+
+def raise_if_interrupted() -> None:
+    """Raise Interrupted if a guarded signal arrived but its exception was lost.
+
+    Python drops an exception raised by a signal handler that happens to run inside a
+    finalizer or another callback it cannot propagate from ("Exception ignored in ..."); the
+    job would then run on and miss its preemption. Long loops call this between batches;
+    `guard_signals` checks once more when its block ends.
+    """
+    if _PENDING:
+        raise Interrupted(signal.Signals(_PENDING[-1]).name)
+
+
 @contextlib.contextmanager
 def guard_signals(rd: RunDir):
     """Turn termination and preemption signals into a clean stop.
@@ -254,10 +269,9 @@ def guard_signals(rd: RunDir):
     """
     names = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
     previous: dict[int, Any] = {}
-    got: list[int] = []
 
     def handler(signum, frame):
-        got.append(signum)
+        _PENDING.append(signum)
         raise Interrupted(signal.Signals(signum).name)
 
     for name in names:
@@ -268,14 +282,17 @@ def guard_signals(rd: RunDir):
             pass
     try:
         yield
+        raise_if_interrupted()  # a signal whose exception was swallowed still stops the job
     except Interrupted as exc:
         write_json(rd / "interrupted.json", {"signal": str(exc), "time": time.time()})
-        prev = previous.get(got[-1]) if got else None
+        sig = _PENDING[-1] if _PENDING else None
+        prev = previous.get(sig) if sig else None
         if callable(prev) and prev not in (signal.default_int_handler,):
-            prev(got[-1], None)
+            prev(sig, None)
         raise JobError(f"interrupted by {exc}: finished rows are cached; rerun the same command "
                        f"to resume ({rd.path})") from None
     finally:
+        _PENDING.clear()
         for sig, prev in previous.items():
             signal.signal(sig, prev)
 

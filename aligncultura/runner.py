@@ -218,11 +218,14 @@ def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[
         max_restarts=engine_cfg.max_restarts,
         max_task_retries=engine_cfg.max_restarts,
     )
+    from aligncultura.jobkit import raise_if_interrupted
+
     seen: set[str] = set()
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
             seen.update(batch.column("request_id").to_pylist())
             yield batch
+            raise_if_interrupted()  # the batch is persisted by now
     except Exception as exc:  # noqa: BLE001 - replicas died past their retries
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise

@@ -265,3 +265,38 @@ def test_kill9_signals_then_resume_loses_nothing(tmp_path, quickstart_benchmark)
     s2 = json.loads((rd / "summary.json").read_text())
     assert s2["generations"]["computed"] == s2["judgments"]["computed"] == 0
     assert pq.read_table(rd / "generations.parquet").to_pylist() == gens
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_a_signal_whose_exception_python_swallowed_still_stops_the_job(tmp_path):
+    """A handler that runs inside a finalizer has its Interrupted dropped by Python ("Exception
+    ignored in ..."); the guard must still stop the job (seen once in the Slurm sweep test)."""
+    from aligncultura.jobkit import JobError, guard_signals, raise_if_interrupted
+    from aligncultura.rundir import RunDir
+
+    class SignalsInFinalizer:
+        def __init__(self, sig: signal.Signals):
+            self.sig = sig
+
+        def __del__(self):
+            os.kill(os.getpid(), self.sig)
+            for _ in range(10_000):  # the Python-level handler runs between these bytecodes
+                pass
+
+    rd = RunDir(tmp_path)
+    after: list[str] = []
+    with pytest.raises(JobError, match="interrupted by SIGUSR1: finished rows are cached"):
+        with guard_signals(rd):
+            obj = SignalsInFinalizer(signal.SIGUSR1)
+            del obj  # the handler's exception is swallowed here
+            after.append("ran on")  # as the sweep test's job did ...
+            raise_if_interrupted()  # ... until the next batch boundary
+            after.append("too far")
+    assert after == ["ran on"]
+    assert json.loads((tmp_path / "interrupted.json").read_text())["signal"] == "SIGUSR1"
+    raise_if_interrupted()  # cleared once handled: nothing pending for the next job
+    with pytest.raises(JobError, match="interrupted by SIGUSR2"):  # checked when the block ends
+        with guard_signals(rd):
+            obj = SignalsInFinalizer(signal.SIGUSR2)
+            del obj
+    assert json.loads((tmp_path / "interrupted.json").read_text())["signal"] == "SIGUSR2"
