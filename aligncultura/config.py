@@ -106,7 +106,9 @@ class GenerateJobConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run_dir: str | None = None  # null = Hydra's job output dir
-    cache_dir: str | None = None  # null = ~/.cache/aligncultura
+    # the row cache; null = <cache root>/rows, the cache root being $ALIGNCULTURA_CACHE, else
+    # $XDG_CACHE_HOME/aligncultura, else ~/.cache/aligncultura; `off` disables it
+    cache_dir: str | None = None
     dry_run: bool = False
     progress: bool = True
 
@@ -143,7 +145,7 @@ class BenchConfig:
 @dataclass
 class BenchmarkJobConfig(GenerateJobConfig):
     judge: JudgeConfig = MISSING
-    judge2: str | None = None  # a second judge preset (conf/judge/<name>.yaml) for agreement
+    judge2: JudgeConfig | None = None  # `judge2=<preset>` (conf/judge2/): a second judge, for agreement
     bench: BenchConfig = field(default_factory=BenchConfig)
 
 

@@ -8,11 +8,13 @@ rename, so a crash never leaves a half-written file that a rerun would trust.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from aligncultura.errors import JobError
 
 # matched against the key in snake_case (apiKey -> api_key), as whole words: hf_token and
 # api_key are secrets, max_tokens and tokenizer are not
@@ -206,3 +210,63 @@ class RunDir:
 
     def write_parquet(self, name: str, table: pa.Table) -> None:
         write_parquet(self / name, table)
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived: finished work is persisted, the job stops.
+
+    A BaseException (like KeyboardInterrupt), so that no `except Exception` on the way (the
+    runner's replica-failure handler, an engine's per-row fallback) turns it into failed rows."""
+
+
+_PENDING: list[int] = []  # guarded signals that arrived and have not stopped the job yet
+
+
+def raise_if_interrupted() -> None:
+    """Raise Interrupted if a guarded signal arrived but its exception was lost.
+
+    Python drops an exception raised by a signal handler that happens to run inside a
+    finalizer or another callback it cannot propagate from ("Exception ignored in ..."); the
+    job would then run on and miss its preemption. Long loops call this between batches;
+    `guard_signals` checks once more when its block ends.
+    """
+    if _PENDING:
+        raise Interrupted(signal.Signals(_PENDING[-1]).name)
+
+
+@contextlib.contextmanager
+def guard_signals(rd: RunDir):
+    """Turn termination and preemption signals into a clean stop.
+
+    Completed batches are already persisted (row cache, written atomically as they finish), so
+    stopping only records what happened and says how to resume. A handler that was installed
+    before (submitit's USR2 requeue, for one) is called afterwards so it can still act.
+    """
+    names = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+    previous: dict[int, Any] = {}
+
+    def handler(signum, frame):
+        _PENDING.append(signum)
+        raise Interrupted(signal.Signals(signum).name)
+
+    for name in names:
+        sig = getattr(signal, name)
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+        raise_if_interrupted()  # a signal whose exception was swallowed still stops the job
+    except Interrupted as exc:
+        write_json(rd / "interrupted.json", {"signal": str(exc), "time": time.time()})
+        sig = _PENDING[-1] if _PENDING else None
+        prev = previous.get(sig) if sig else None
+        if callable(prev) and prev not in (signal.default_int_handler,):
+            prev(sig, None)
+        raise JobError(f"interrupted by {exc}: finished rows are cached; rerun the same command "
+                       f"to resume ({rd.path})") from None
+    finally:
+        _PENDING.clear()
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)

@@ -32,7 +32,7 @@ def released_balance() -> str:
         return "n/a (../shared/data/CulturaX.csv not present)"
     from aligncultura.builder.output import balance
     from aligncultura.config import InputConfig
-    from aligncultura.data import read_input
+    from aligncultura.data.reader import read_input
 
     cfg = InputConfig(name="culturax", path=str(CULTURAX), format="csv", encoding="cp1252",
                       text_field="Question", id_field=None, class_field="class")

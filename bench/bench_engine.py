@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
 import pyarrow as pa
+from cpu_preset import cpu_engine_kwargs
 
-from aligncultura.data import load_prompts
-from aligncultura.engine import CPU_ENV_DEFAULTS, LLMStage, build_messages, request_table
-from aligncultura.models import default_cache_dir, provision_embedded
+from aligncultura.data.reader import load_prompts
+from aligncultura.engine.models import default_cache_dir, provision_embedded
+from aligncultura.engine.requests import build_messages, request_table
+from aligncultura.engine.vllm_stage import LLMStage
 
-ENGINE_KWARGS = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048,
-                 "enable_chunked_prefill": False}  # = conf/engine/cpu.yaml
+ENGINE_KWARGS = cpu_engine_kwargs()  # conf/engine/cpu.yaml, its environment set
 
 
 def make_requests(n: int, max_tokens: int) -> pa.Table:
@@ -57,7 +57,8 @@ def bare(model: dict, reqs: pa.Table, batch: int) -> dict:
 def ray_stage(model: dict, reqs: pa.Table, batch: int) -> dict:
     import ray
 
-    from aligncultura.runner import actor_pool, init_ray
+    from aligncultura.cluster.ray_session import init_ray
+    from aligncultura.engine.runner import actor_pool
 
     init_ray()
     ctx = ray.data.DataContext.get_current()
@@ -83,8 +84,6 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=32)
     args = ap.parse_args()
-    for k, v in CPU_ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
     path, _ = provision_embedded("smollm2_135m", default_cache_dir())
     model = {"path": str(path)}
     reqs = make_requests(args.batches * args.batch_size, args.max_tokens)

@@ -2,7 +2,7 @@
 
     python bench/bench_judging.py [--requests 40 --repeats 3]
 
-The judge prompts are the benchmark's own (aligncultura.judging.requests_for) over the embedded
+The judge prompts are the benchmark's own (aligncultura.benchmark.judging.requests_for) over the embedded
 sample, with the sample's reference answers standing in for model responses. One engine with
 prefix caching on serves structured and unconstrained batches alternately (same prompts, same
 sampling, `repetition` of the pair `--repeats` times, medians); a second engine with prefix
@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
 import pyarrow as pa
+from cpu_preset import cpu_engine_kwargs
 from omegaconf import OmegaConf
 
+from aligncultura.benchmark.judging import requests_for
 from aligncultura.config import InputConfig, JudgeConfig, ModelConfig
-from aligncultura.data import load_prompts
-from aligncultura.engine import CPU_ENV_DEFAULTS, LLMStage, request_table
-from aligncultura.judging import requests_for
-from aligncultura.models import default_cache_dir, provision_embedded
+from aligncultura.data.reader import load_prompts
+from aligncultura.engine.models import default_cache_dir, provision_embedded
+from aligncultura.engine.requests import request_table
+from aligncultura.engine.vllm_stage import LLMStage
 
 
 def judge_requests(n: int, structured: bool) -> pa.Table:
@@ -72,12 +73,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    for k, v in CPU_ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
     path, _ = provision_embedded("smollm2_135m", default_cache_dir())
     model = {"path": str(path)}
-    base = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048,
-            "enable_chunked_prefill": False}  # = conf/engine/cpu.yaml
+    base = cpu_engine_kwargs()  # conf/engine/cpu.yaml, its environment set
     s_reqs, u_reqs = judge_requests(args.requests, True), judge_requests(args.requests, False)
     res: dict[str, list[dict]] = {"structured": [], "unconstrained": [], "matched": [],
                                   "structured_noprefix": []}

@@ -424,7 +424,8 @@ def bench_culturax(questions: list[str], classes: list) -> str:
     leak_rows = []
     splits = [("random permutation (numpy default_rng(42))", train, held)]
     try:
-        from aligncultura.data import assign_splits, content_hash
+        from aligncultura.data.reader import content_hash
+        from aligncultura.data.split import assign_splits
 
         tab = pa.table({"content_hash": [content_hash(q) for q in questions], "class_id": classes,
                         "split": pa.nulls(n, pa.string())})

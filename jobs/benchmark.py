@@ -25,38 +25,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
-from aligncultura import config as schemas
-from aligncultura.agreement import determinism_changes, judge_agreement, position_flip_rate
-from aligncultura.data import GENERATION_SCHEMA, load_prompts, quarantine_table
-from aligncultura.engine import COMPLETION_SCHEMA
-from aligncultura.generation import generation_requests, generation_rows
-from aligncultura.jobkit import (
-    JobError,
-    Progress,
-    efficiency,
-    guard_signals,
-    precheck,
-    row_cache,
-    start_run,
-    write_row_states,
+from aligncultura import config as _config  # noqa: F401  (registers the schemas)
+from aligncultura.benchmark.accounting import write_row_states
+from aligncultura.benchmark.agreement import (
+    determinism_changes,
+    judge_agreement,
+    position_flip_rate,
 )
-from aligncultura.judges import JUDGMENT_SCHEMA
-from aligncultura.judging import JudgeFollowup, judgment_rows, requests_for
-from aligncultura.metrics import compute_metrics
-from aligncultura.models import resolve_model
-from aligncultura.report import results_table
-from aligncultura.runner import complete, request_table, same_engine
+from aligncultura.benchmark.generation import TASK as GENERATE
+from aligncultura.benchmark.generation import generation_requests, generation_rows
+from aligncultura.benchmark.judging import JudgeFollowup, judgment_rows, requests_for
+from aligncultura.benchmark.metrics import compute_metrics
+from aligncultura.benchmark.report import results_table
+from aligncultura.data.reader import load_prompts, quarantine_table
+from aligncultura.engine.cache import row_cache
+from aligncultura.engine.models import resolve_model
+from aligncultura.engine.progress import efficiency
+from aligncultura.engine.runner import run_requests, same_engine
+from aligncultura.errors import JobError
+from aligncultura.jobkit import precheck, start_run
+from aligncultura.rundir import guard_signals
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-
-
-def load_judge_preset(name: str) -> Any:
-    """`judge2=<name>`: a preset of conf/judge/, merged over the JudgeConfig schema."""
-    path = CONF / "judge" / f"{name}.yaml"
-    if not path.exists():
-        available = ", ".join(sorted(p.stem for p in (CONF / "judge").glob("*.yaml")))
-        raise JobError(f"judge2={name}: no such judge preset; available: {available}")
-    return OmegaConf.merge(OmegaConf.structured(schemas.JudgeConfig), OmegaConf.load(path))
 
 
 def _meta(prompts: pa.Table) -> dict[str, dict[str, Any]]:
@@ -67,35 +57,23 @@ def _meta(prompts: pa.Table) -> dict[str, dict[str, Any]]:
 
 
 def _generate(cfg, prompts, meta, model, judge, seeds, criteria, stats):
-    """Phase A. Returns (generations, completions computed or cached, judge side rows, wall)."""
-    n = int(cfg.generation.n)
+    """Phase A. Returns (generations, generation completions, judge side rows, wall, shared)."""
     cache = row_cache(cfg, model, cfg.model)
     shared = same_engine((model, cfg.model), (judge, cfg.judge.model), cfg.engine)
-    followup = JudgeFollowup(meta, OmegaConf.to_container(cfg.judge, resolve=True), n, criteria,
+    followup = JudgeFollowup(meta, OmegaConf.to_container(cfg.judge, resolve=True), criteria,
                              key_salt=cache.salt if cache else None) if shared else None
-    reqs = generation_requests(prompts, cfg.model, cfg.generation, seeds)
-    by_id = {r["request_id"]: r for r in reqs}
-    bar = Progress(f"generate {model.name}" + (" + judge" if shared else ""), len(reqs),
-                   enabled=cfg.progress)
-    parts, comps, side = [], [], []
-    t0 = time.perf_counter()
-    for batch in complete(request_table(reqs, cache.salt if cache else None), model, cfg.model,
-                          cfg.engine, followup, cache=cache, stats=stats):
-        is_gen = pa.array([("::gen" in r) for r in batch.column("request_id").to_pylist()])
-        g, j = batch.filter(is_gen), batch.filter(pc.invert(is_gen))
-        comps.append(g)
-        parts.append(generation_rows(g, by_id, model.name, n))
-        if j.num_rows:
-            side.append(j)
-        # rows = generation requests done; the rate counts every token the engine produced
-        # (in a shared engine pass that includes the judgments)
-        live_j = j.filter(pc.invert(pc.fill_null(j.column("cached"), False)))
-        bar.update(len(set(g.column("request_id").to_pylist())), batch=g,
-                   tokens=sum(live_j.column("output_tokens").to_pylist()))
-    wall = time.perf_counter() - t0
-    gens = pa.concat_tables(parts).sort_by([("row_id", "ascending"), ("sample_index", "ascending")]) \
-        if parts else GENERATION_SCHEMA.empty_table()
-    return gens, comps, side, wall, shared
+    done = run_requests(generation_requests(prompts, cfg.model, cfg.generation, seeds), model,
+                        cfg.model, cfg.engine, cache=cache, followup=followup,
+                        label=f"generate {model.name}" + (" + judge" if shared else ""),
+                        progress=cfg.progress)
+    stats.update(cached=done.cached, computed=done.computed)
+    comps = done.completions
+    is_gen = pc.equal(comps.column("task"), GENERATE)
+    gen, side = comps.filter(is_gen), comps.filter(pc.invert(is_gen))
+    prompt_of = {rid: m["question"] for rid, m in meta.items()}
+    gens = generation_rows(gen, prompt_of, model.name).sort_by(
+        [("row_id", "ascending"), ("sample_index", "ascending")])
+    return gens, gen, side, done.wall_s, shared
 
 
 def _judge(cfg, gens, meta, judge_cfg, judge_model, criteria, model_name, stats):
@@ -103,16 +81,11 @@ def _judge(cfg, gens, meta, judge_cfg, judge_model, criteria, model_name, stats)
     cache = row_cache(cfg, judge_model, judge_cfg.model)
     reqs = [r for g in gens.to_pylist() for r in requests_for(g, meta[g["row_id"]], judge_cfg,
                                                               criteria)]
-    bar = Progress(f"judge {judge_model.name}", len(reqs), enabled=cfg.progress)
-    comps = []
-    t0 = time.perf_counter()
-    for batch in complete(request_table(reqs, cache.salt if cache else None), judge_model,
-                          judge_cfg.model, cfg.engine, cache=cache, stats=stats):
-        comps.append(batch)
-        bar.update(batch.num_rows, batch=batch)
-    wall = time.perf_counter() - t0
-    completions = pa.concat_tables(comps) if comps else COMPLETION_SCHEMA.empty_table()
-    return judgment_rows(completions, model_name, judge_model.name), completions, wall
+    done = run_requests(reqs, judge_model, judge_cfg.model, cfg.engine, cache=cache,
+                        label=f"judge {judge_model.name}", progress=cfg.progress)
+    stats.update(cached=done.cached, computed=done.computed)
+    return judgment_rows(done.completions, model_name, judge_model.name), done.completions, \
+        done.wall_s
 
 
 def _determinism_probe(cfg, prompts, meta, model, judge, seeds, criteria, gens, judgments):
@@ -132,8 +105,7 @@ def _determinism_probe(cfg, prompts, meta, model, judge, seeds, criteria, gens, 
     gens2, _, side, _, shared = _generate(probe, prompts.take(pa.array(picked)), meta, model,
                                           judge, seeds, criteria, {})
     if shared:
-        judged2 = judgment_rows(pa.concat_tables(side), model.name, judge.name) if side \
-            else JUDGMENT_SCHEMA.empty_table()
+        judged2 = judgment_rows(side, model.name, judge.name)
     else:
         judged2, _, _ = _judge(probe, gens2, meta, probe.judge, judge, criteria, model.name, {})
     return {"sample_share": share, "sample_prompts": k, "order": "reverse",
@@ -164,7 +136,7 @@ def run(cfg: Any) -> dict[str, Any]:
     provision = not cfg.dry_run
     model = resolve_model(cfg.model, provision=provision)
     judge = resolve_model(cfg.judge.model, key="judge.model", provision=provision)
-    judge2_cfg = load_judge_preset(cfg.judge2) if cfg.judge2 else None
+    judge2_cfg = cfg.judge2
     judge2 = resolve_model(judge2_cfg.model, key="judge2.model",
                            provision=provision) if judge2_cfg else None
     seeds = list(cfg.bench.seeds) if cfg.bench.seeds else \
@@ -222,19 +194,19 @@ def run(cfg: Any) -> dict[str, Any]:
                               seed=cfg.bench.ci_seed)
     metrics["position_flip"] = position_flip_rate(judgments)
     if cfg.bench.leakage_report:
-        from aligncultura.leakage_jobs import without_leaked
+        from aligncultura.leakage.summary import without_leaked
 
         metrics["without_leaked"] = without_leaked(judgments, row_meta, cfg.bench.leakage_report,
                                                    n_resamples=cfg.bench.n_resamples,
                                                    seed=cfg.bench.ci_seed)
     num_gpus, replicas = cfg.engine.num_gpus_per_replica, cfg.engine.replicas
-    gen_eff = efficiency(pa.concat_tables([*gen_comps, *side]), gen_wall, num_gpus, replicas)
+    gen_eff = efficiency(pa.concat_tables([gen_comps, side]), gen_wall, num_gpus, replicas)
     judge_eff = efficiency(judge_comps, judge_wall, num_gpus, replicas)
     if shared:
         gen_eff["note"] = ("model and judge shared one engine in one pass: throughput and "
                            "latency cover generation and judge requests together")
-        if side:
-            judge_eff = efficiency(pa.concat_tables(side), gen_wall, num_gpus, replicas)
+        if side.num_rows:
+            judge_eff = efficiency(side, gen_wall, num_gpus, replicas)
             judge_eff["note"] = "judged in the generation pass (one engine); wall time shared"
     gen_eff.update(cached_requests=gen_stats["cached"], computed_requests=gen_stats["computed"])
     judge_eff.update(cached_requests=judge_stats["cached"],
@@ -276,7 +248,7 @@ def run(cfg: Any) -> dict[str, Any]:
 def _log_wandb(cfg, rd, metrics, judgments, gens, prompts) -> dict:
     if cfg.wandb.mode == "disabled":
         return {"status": "disabled"}
-    from aligncultura.report import per_sample_table, per_subdomain_table
+    from aligncultura.benchmark.report import per_sample_table, per_subdomain_table
     from aligncultura.tracking import log_run
 
     return log_run(rd.path, cfg.wandb, name=metrics["model"], job_type="benchmark",
@@ -295,7 +267,7 @@ def _hydra_main(cfg: Any) -> None:
 
 
 def main() -> None:
-    precheck(CONF, "benchmark", ("model", "judge", "dataset", "engine", "experiment"))
+    precheck(CONF, "benchmark", ("model", "judge", "judge2", "dataset", "engine", "experiment"))
     _hydra_main()
 
 

@@ -2,8 +2,9 @@
 
 `runs` also takes a glob of a sweep dir (`runs='runs/multirun/benchmark/<time>/*'`). Writes
 `comparison.json`, `report.md` and `plots/*.png` into the run dir and mirrors them to W&B as a
-run of job_type "compare" in the sweep's group. See aligncultura/compare.py for what is compared
-and aligncultura/paired.py for the clustered, paired bootstrap and the Holm correction.
+run of job_type "compare" in the sweep's group. See aligncultura/compare/comparison.py for what is
+compared, aligncultura/compare/bootstrap.py for the clustered, paired bootstrap and
+aligncultura/stats.py for the bootstrap p-value and the Holm correction.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from typing import Any
 import hydra
 from omegaconf import OmegaConf
 
-from aligncultura.benchmark_runs import Run, load_runs
-from aligncultura.compare import compare
-from aligncultura.compare_report import render, wandb_tables
-from aligncultura.jobkit import JobError, cli, precheck, start_run
-from aligncultura.report import results_table
+from aligncultura.benchmark.report import results_table
+from aligncultura.compare.comparison import compare
+from aligncultura.compare.report import render, wandb_tables
+from aligncultura.compare.runs import Run, load_runs
+from aligncultura.errors import JobError
+from aligncultura.jobkit import cli, precheck, start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def make_plots(result: dict[str, Any], out: Path) -> dict[str, str]:
     """Draw every figure of `result` into `out`; returns name -> path relative to the run dir."""
-    from aligncultura import plots
+    from aligncultura.compare import plots
 
     figures = {"metrics": plots.metrics_figure(result["models"]),
                "failures": plots.failure_heatmap(result["failures"],

@@ -21,31 +21,33 @@ from typing import Any
 
 import hydra
 
-from aligncultura import leakage_jobs as lj
-from aligncultura.data import quarantine_table
-from aligncultura.jobkit import JobError, cli, precheck, start_run
+from aligncultura.data.reader import quarantine_table
+from aligncultura.errors import JobError
+from aligncultura.jobkit import cli, precheck, start_run
 from aligncultura.leakage import exact_clusters, near_duplicate_clusters
 from aligncultura.leakage.clusters import duplicate_groups
+from aligncultura.leakage.config import core_config, read_side
+from aligncultura.leakage.ray import ray_fingerprints
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def run(cfg: Any) -> dict[str, Any]:
-    dcfg = lj.core_config(cfg.dedup, "dedup")
+    dcfg = core_config(cfg.dedup, "dedup")
     if dcfg.method not in ("minhash", "simhash"):
         raise JobError(f"dedup.method={dcfg.method!r}: use minhash or simhash")
     if cfg.executor not in ("local", "ray"):
         raise JobError(f"executor={cfg.executor!r}: use local or ray")
     if int(cfg.batch_size) < 1:
         raise JobError(f"batch_size={cfg.batch_size}: must be >= 1")
-    prompts = lj.read_side(cfg.input, "input")
+    prompts = read_side(cfg.input, "input")
     t = prompts.table
     print(f"plan: {t.num_rows} rows (read {prompts.read}, quarantined {len(prompts.quarantine)}), "
           f"exact + near-duplicates by {dcfg.method} ({cfg.executor})", flush=True)
     rd = start_run(cfg, "dedup", prompts.files)
     t0 = time.perf_counter()
     exact = exact_clusters(t["question"], t["row_id"], dcfg.normalize)
-    fps = lj.ray_fingerprints(t["question"], dcfg, cfg.num_workers, int(cfg.batch_size)) \
+    fps = ray_fingerprints(t["question"], dcfg, cfg.num_workers, int(cfg.batch_size)) \
         if cfg.executor == "ray" else None
     near = near_duplicate_clusters(t["question"], t["row_id"], dcfg, fingerprints=fps)
     wall = time.perf_counter() - t0

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-import pyarrow as pa
 
 from aligncultura import config as _config  # noqa: F401  (registers the schemas)
-from aligncultura.data import GENERATION_SCHEMA, load_prompts, quarantine_table
-from aligncultura.generation import generation_requests, generation_rows
-from aligncultura.jobkit import (
-    JobError,
-    Progress,
-    cli,
-    efficiency,
-    guard_signals,
-    precheck,
-    row_cache,
-    start_run,
-    write_row_states,
-)
-from aligncultura.models import resolve_model
-from aligncultura.runner import complete, request_table
+from aligncultura.benchmark.accounting import write_row_states
+from aligncultura.benchmark.generation import generation_requests, generation_rows
+from aligncultura.data.reader import load_prompts, quarantine_table
+from aligncultura.engine.cache import row_cache
+from aligncultura.engine.models import resolve_model
+from aligncultura.engine.progress import efficiency
+from aligncultura.engine.runner import run_requests
+from aligncultura.errors import JobError
+from aligncultura.jobkit import cli, precheck, start_run
+from aligncultura.rundir import guard_signals
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -53,24 +46,18 @@ def run(cfg: Any) -> dict[str, Any]:
     if prompts.quarantine:
         rd.write_parquet("quarantine.parquet", quarantine_table(prompts.quarantine))
     reqs = generation_requests(prompts.table, cfg.model, cfg.generation)
-    by_id = {r["request_id"]: r for r in reqs}
     cache = row_cache(cfg, model, cfg.model)
-    t0 = time.perf_counter()
-    progress = Progress("generate", len(reqs), enabled=cfg.progress)
-    parts, comps, stats = [], [], {}
     with guard_signals(rd):
-        for batch in complete(request_table(reqs, cache.salt if cache else None), model,
-                              cfg.model, cfg.engine, cache=cache, stats=stats):
-            comps.append(batch)
-            parts.append(generation_rows(batch, by_id, model.name, n))
-            progress.update(len(set(batch.column("request_id").to_pylist())), batch=batch)
-    wall = time.perf_counter() - t0
-    if stats["computed"] == 0:
-        print(f"all {stats['cached']} rows cached: no engine started", flush=True)
-    gens = pa.concat_tables(parts).sort_by([("row_id", "ascending"), ("sample_index", "ascending")]) \
-        if parts else GENERATION_SCHEMA.empty_table()
+        done = run_requests(reqs, model, cfg.model, cfg.engine, label="generate", cache=cache,
+                            progress=cfg.progress)
+    if done.computed == 0:
+        print(f"all {done.cached} rows cached: no engine started", flush=True)
+    prompt_of = dict(zip(prompts.table.column("row_id").to_pylist(),
+                         prompts.table.column("question").to_pylist(), strict=True))
+    gens = generation_rows(done.completions, prompt_of, model.name).sort_by(
+        [("row_id", "ascending"), ("sample_index", "ascending")])
     rd.write_parquet("generations.parquet", gens)
-    completions = pa.concat_tables(comps)
+    stats = {"cached": done.cached, "computed": done.computed}
     failed = sum(1 for s in gens.column("status").to_pylist() if s != "ok")
     states = write_row_states(rd, prompts, gens, None)
     summary = {
@@ -79,7 +66,7 @@ def run(cfg: Any) -> dict[str, Any]:
         "rows": {**prompts.counts, "states": states},
         "generations": {"expected": expected, "written": gens.num_rows, "ok": gens.num_rows - failed,
                         "failed": failed, **stats},
-        "efficiency": efficiency(completions, wall, cfg.engine.num_gpus_per_replica,
+        "efficiency": efficiency(done.completions, done.wall_s, cfg.engine.num_gpus_per_replica,
                                  cfg.engine.replicas),
     }
     if gens.num_rows != expected:
@@ -90,7 +77,7 @@ def run(cfg: Any) -> dict[str, Any]:
     rate = f"{eff['output_tok_s']:.1f}" if eff["output_tok_s"] is not None else "n/a"
     print(f"generate: {gens.num_rows} generations ({failed} failed), "
           f"{rate} out tok/s, engine start {eff['engine_start_s']:.0f}s, "
-          f"wall {wall:.0f}s -> {rd.path}", flush=True)
+          f"wall {done.wall_s:.0f}s -> {rd.path}", flush=True)
     return {"run_dir": str(rd.path), "summary": summary}
 
 

@@ -16,10 +16,13 @@ from typing import Any
 
 import hydra
 
-from aligncultura import leakage_jobs as lj
-from aligncultura.data import quarantine_table
-from aligncultura.jobkit import JobError, cli, precheck, start_run
+from aligncultura.data.reader import quarantine_table
+from aligncultura.errors import JobError
+from aligncultura.jobkit import cli, precheck, start_run
 from aligncultura.leakage import build_index
+from aligncultura.leakage.config import core_config, read_side
+from aligncultura.leakage.references import reference_files, scan_references
+from aligncultura.leakage.summary import leakage_summary
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -27,11 +30,11 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 def run(cfg: Any) -> dict[str, Any]:
     if cfg.executor not in ("local", "ray"):
         raise JobError(f"executor={cfg.executor!r}: use local or ray")
-    lcfg = lj.core_config(cfg.leakage, "leakage")
+    lcfg = core_config(cfg.leakage, "leakage")
     # the reference's own columns (the data contract) name what the scan reads
     lcfg.text_column, lcfg.id_column = cfg.reference.text_field, cfg.reference.id_field or "id"
-    lj.reference_files(cfg.reference)  # a bad reference path fails before any work
-    prompts = lj.read_side(cfg.eval, "eval")
+    reference_files(cfg.reference)  # a bad reference path fails before any work
+    prompts = read_side(cfg.eval, "eval")
     t = prompts.table
     print(f"plan: {t.num_rows} eval rows (read {prompts.read}, quarantined "
           f"{len(prompts.quarantine)}) vs reference {list(cfg.reference.paths)} "
@@ -39,8 +42,8 @@ def run(cfg: Any) -> dict[str, Any]:
     rd = start_run(cfg, "leakage", prompts.files)
     t0 = time.perf_counter()
     index = build_index(t["question"], t["row_id"], lcfg)
-    result, ref_counts = lj.scan_references(index, cfg.reference, cfg.executor, cfg.num_workers,
-                                            lcfg.batch_size, lcfg.piece_bytes)
+    result, ref_counts = scan_references(index, cfg.reference, cfg.executor, cfg.num_workers,
+                                         lcfg.batch_size, lcfg.piece_bytes)
     wall = time.perf_counter() - t0
     ref_quarantine = ref_counts.pop("quarantine")
     out = result.rename_columns(["row_id", *result.column_names[1:]])
@@ -52,7 +55,7 @@ def run(cfg: Any) -> dict[str, Any]:
     summary = {
         "job": "leakage",
         "rows": {"eval": prompts.counts, "reference": ref_counts},
-        "leakage": lj.leakage_summary(out),
+        "leakage": leakage_summary(out),
         "settings": {"executor": cfg.executor, "methods": list(lcfg.methods),
                      "flag_methods": list(lcfg.flag_methods)},
         "wall_s": wall,

@@ -4,7 +4,7 @@
     python -m jobs.status <sweep dir> --json    # the same, machine-readable
 
 <sweep dir> is the ``hydra.sweep.dir`` of a multirun (``hydra/launcher=slurm`` or ``local``), the
-sweep dir printed by ``python -m aligncultura.slurm submit``, or the run dir of one submitted job.
+sweep dir printed by ``python -m aligncultura.cluster.slurm submit``, or the run dir of one submitted job.
 Reads files and asks Slurm (squeue/sacct) once; it never waits for a job. Exit code 0 when it
 could report (whatever the jobs' states), 2 when the directory holds no sweep.
 """
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aligncultura.report import results_table
-from aligncultura.sweep_status import JobStatus, collect
+from aligncultura.benchmark.report import results_table
+from aligncultura.cluster.sweep_status import JobStatus, collect
 
 
 def status_table(jobs: list[JobStatus]) -> str:
@@ -58,7 +58,7 @@ def finished_metrics(jobs: list[JobStatus]) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.status", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep_dir", help="hydra.sweep.dir, or the dir `aligncultura.slurm submit` "
+    parser.add_argument("sweep_dir", help="hydra.sweep.dir, or the dir `aligncultura.cluster.slurm submit` "
                         "printed")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)

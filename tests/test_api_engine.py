@@ -24,10 +24,10 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pytest
 
-from aligncultura import api_engine
-from aligncultura.api_engine import complete_api, request_body
-from aligncultura.engine import COMPLETION_SCHEMA, request_table
-from aligncultura.models import ModelError, ResolvedModel
+from aligncultura.engine import api as api_engine
+from aligncultura.engine.api import complete_api, request_body
+from aligncultura.engine.models import ModelError, ResolvedModel
+from aligncultura.engine.requests import COMPLETION_SCHEMA, request_table
 
 SERVED = "smol"
 PLANTED = "sk-test-PLANTED123456"
@@ -72,12 +72,12 @@ def fast_backoff(monkeypatch):
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
-    from aligncultura.models import default_cache_dir, provision_embedded
+    from aligncultura.engine.models import default_cache_dir, provision_embedded
 
     folder, _ = provision_embedded("smollm2_135m", default_cache_dir())
     tmp = tmp_path_factory.mktemp("vllm")
     port = free_port()
-    # in-process engine core: starts ~2x faster on this CPU (ENVIRONMENT.md)
+    # in-process engine core: starts ~2x faster on a 2-core CPU (as conf/engine/cpu.yaml does)
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
            "VLLM_CACHE_ROOT": str(tmp / "cache"), "TORCHINDUCTOR_CACHE_DIR": str(tmp / "ti"),
@@ -149,7 +149,7 @@ def test_logprobs(vllm_server):
 def test_n_samples_split_tokens(vllm_server):
     out = run(chat(1, {"temperature": 1.0, "max_tokens": 8, "seed": 3, "n": 2}),
               *cfgs(vllm_server)).to_pylist()
-    assert [r["sample_index"] for r in out] == [0, 1]
+    assert [r["output_index"] for r in out] == [0, 1]
     assert all(r["status"] == "ok" and r["output_tokens"] > 0 for r in out)
 
 
@@ -190,7 +190,7 @@ def test_concurrency_and_batches(vllm_server):
 
 @pytest.mark.slow
 def test_unknown_model_is_a_failed_row_not_retried(vllm_server, caplog):
-    caplog.set_level(logging.WARNING, logger="aligncultura.api_engine")
+    caplog.set_level(logging.WARNING, logger="aligncultura.engine.api")
     out = run(chat(1, {"max_tokens": 4}), *cfgs(vllm_server, path="no-such-model", retries=3))
     row = out.to_pylist()[0]
     assert row["status"] == "failed" and "HTTP 404" in row["error"], row

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_job
 
-SAMPLE = ROOT / "aligncultura/sample_data/culturax_sample.jsonl"
+SAMPLE = ROOT / "aligncultura/data/sample_data/culturax_sample.jsonl"
 NEXT_STEP = ("set ", "use ", "check ", "available", "see `", "give ", "must be", "run `")
 
 

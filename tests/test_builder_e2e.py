@@ -16,10 +16,10 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from aligncultura import taxonomy
 from aligncultura.builder.dedup import fingerprints
 from aligncultura.builder.schema import DATASET_SCHEMA, STATES
-from aligncultura.data import sample_path
+from aligncultura.data import taxonomy
+from aligncultura.data.reader import sample_path
 from tests.conftest import ROOT, culturax_csv, run_job
 
 SEED_IDS = ["sample-003", "sample-004", "sample-015", "sample-017", "sample-025", "sample-027",
@@ -199,7 +199,7 @@ def test_culturax_seeds_dry_run(capsys):
     # the card's reference figure is the released file's own balance
     from aligncultura.builder.card import RELEASED_CULTURAX_BALANCE
     from aligncultura.builder.output import balance
-    from aligncultura.data import load_prompts
+    from aligncultura.data.reader import load_prompts
 
     b = balance(Counter(load_prompts(cfg.seeds).table.column("class_id").to_pylist()))
     assert (b["max"], b["min"]) == RELEASED_CULTURAX_BALANCE

@@ -13,16 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from aligncultura import taxonomy
-from aligncultura.builder import accounting as A
-from aligncultura.builder import classify as C
-from aligncultura.builder import dedup as D
-from aligncultura.builder import expand as E
-from aligncultura.builder import respond as R
-from aligncultura.builder import split as S
+from aligncultura.builder import accounting, classify, dedup, expand, respond, split, templates
 from aligncultura.builder.config import ClassifyConfig, ExpandConfig, RespondConfig
-from aligncultura.jobkit import JobError
-from aligncultura.prompts import builder as P
+from aligncultura.data import taxonomy
+from aligncultura.errors import JobError
 
 PROMPTS = [{"prompt_id": f"p{i}", "question": f"Question number {i} about dance?", "primary_id": 21}
            for i in range(3)]
@@ -55,14 +49,14 @@ def _gen(text="An answer."):
 def test_never_passing_prompts_stop_after_max_feedback_rounds(rounds):
     gen, critic = _gen(), Scripted(lambda r: FAIL)
     cfg = RespondConfig(k=3, max_feedback_rounds=rounds)
-    outcomes, cands, stats = R.rejection_sample(PROMPTS, gen, critic, cfg)
+    outcomes, cands, stats = respond.rejection_sample(PROMPTS, gen, critic, cfg)
     assert len(gen.calls) == len(critic.calls) == rounds + 1  # never a round more
     assert [s["round"] for s in stats] == list(range(rounds + 1))
     assert len(cands) == len(PROMPTS) * 3 * (rounds + 1)
     for o in outcomes.values():
         assert not o["passed"] and o["rounds"] == rounds and len(o["critiques"]) == 3 * (rounds + 1)
         assert {c["critique"] for c in o["critiques"]} == {"Too vague to help."}
-        assert "after" in R.rejection_reason(o, rounds)
+        assert "after" in respond.rejection_reason(o, rounds)
     # feedback rounds show the previous round's critiques to the generator
     for call in gen.calls[1:]:
         body = call[0]["messages"][-1]["content"]
@@ -72,7 +66,7 @@ def test_never_passing_prompts_stop_after_max_feedback_rounds(rounds):
 
 def test_default_config_bounds_feedback_at_two_rounds():
     gen, critic = _gen(), Scripted(lambda r: FAIL)
-    R.rejection_sample(PROMPTS[:1], gen, critic, RespondConfig())
+    respond.rejection_sample(PROMPTS[:1], gen, critic, RespondConfig())
     assert RespondConfig().max_feedback_rounds == 2 and len(gen.calls) == 3
     ids = [r["request_id"] for call in gen.calls for r in call]
     assert not any("::r3::" in i for i in ids) and len(ids) == 3 * 3
@@ -87,7 +81,7 @@ def test_resolved_prompts_leave_the_loop_and_keep_the_first_passing_candidate():
 
     gen = Scripted(lambda r: f"answer {r['request_id']}")
     critic = Scripted(verdict)
-    outcomes, cands, stats = R.rejection_sample(PROMPTS, gen, critic, RespondConfig(k=3))
+    outcomes, cands, stats = respond.rejection_sample(PROMPTS, gen, critic, RespondConfig(k=3))
     assert outcomes["p0"]["passed"] and (outcomes["p0"]["round"], outcomes["p0"]["candidate"]) == (0, 1)
     assert outcomes["p0"]["response"] == "answer p0::respond::r0::c1"
     assert outcomes["p0"]["hhh"] == [1, 1, 1]
@@ -102,7 +96,7 @@ def test_empty_failed_and_unparseable_candidates_cannot_pass():
     replies = {"c0": None, "c1": "   ", "c2": "fine answer"}
     gen = Scripted(lambda r: replies[r["request_id"].rsplit("::", 1)[1]])
     critic = Scripted(lambda r: "not json at all")
-    outcomes, cands, _ = R.rejection_sample(PROMPTS[:1], gen, critic, RespondConfig(k=3))
+    outcomes, cands, _ = respond.rejection_sample(PROMPTS[:1], gen, critic, RespondConfig(k=3))
     assert not outcomes["p0"]["passed"]
     assert all(len(c) == 1 for c in critic.calls)  # only the non-empty candidate is judged
     first = [c for c in cands if c["round"] == 0]
@@ -112,14 +106,14 @@ def test_empty_failed_and_unparseable_candidates_cannot_pass():
 
 def test_requests_carry_sampling_and_stable_seeds():
     cfg = RespondConfig(k=2, temperature=0.7, top_p=0.9, max_tokens=512)
-    a = R.generation_requests(PROMPTS[0], 0, [], cfg)
+    a = respond.generation_requests(PROMPTS[0], 0, [], cfg)
     assert [r["sampling"]["max_tokens"] for r in a] == [512, 512]
     assert a[0]["sampling"]["seed"] != a[1]["sampling"]["seed"]
-    assert a == R.generation_requests(PROMPTS[0], 0, [], cfg)
-    c = R.critic_request(PROMPTS[0], 0, 0, "text", cfg)
-    assert c["sampling"]["structured"] == {"regex": P.critic_regex()}
+    assert a == respond.generation_requests(PROMPTS[0], 0, [], cfg)
+    c = respond.critic_request(PROMPTS[0], 0, 0, "text", cfg)
+    assert c["sampling"]["structured"] == {"regex": templates.critic_regex()}
     cfg = RespondConfig(critic_structured="json", critique_max_chars=60)
-    c = R.critic_request(PROMPTS[0], 0, 0, "text", cfg)
+    c = respond.critic_request(PROMPTS[0], 0, 0, "text", cfg)
     assert c["sampling"]["structured"]["json"]["properties"]["critique"]["maxLength"] == 60
     assert "under 60 characters" in c["messages"][0]["content"]
 
@@ -151,7 +145,7 @@ def _classifier(probs, shortlist="[21, 32]"):
 
 def test_exhaustive_classification_asks_all_41_and_keeps_labels_over_delta():
     call, calls = _classifier({21: 0.9, 32: 0.6, 3: 0.5})
-    res = C.classify([{"prompt_id": "a", "question": "q", "must": [None]}], call, ClassifyConfig())
+    res = classify.classify([{"prompt_id": "a", "question": "q", "must": [None]}], call, ClassifyConfig())
     assert calls == [("classify.verify", 41, 1)]
     r = res["a"]
     assert [lab["id"] for lab in r["labels"]] == [21, 32, 3] and r["primary_id"] == 21
@@ -162,7 +156,7 @@ def test_exhaustive_classification_asks_all_41_and_keeps_labels_over_delta():
 def test_shortlist_classification_verifies_shortlist_plus_required_labels():
     call, calls = _classifier({21: 0.4, 15: 0.7})
     cfg = ClassifyConfig(method="shortlist", shortlist_size=2)
-    res = C.classify([{"prompt_id": "a", "question": "q", "must": [15]}], call, cfg)
+    res = classify.classify([{"prompt_id": "a", "question": "q", "must": [15]}], call, cfg)
     assert calls == [("classify.shortlist", 1, 1), ("classify.verify", 3, 1)]
     assert [s["id"] for s in res["a"]["scores"]] == [21, 32, 15]
     assert [lab["id"] for lab in res["a"]["labels"]] == [15]
@@ -173,7 +167,7 @@ def test_no_label_passing_is_none_and_no_signal_cannot_pass():
         return {r["request_id"]: {"status": "ok", "logprobs_json": json.dumps([[["The", -0.1]]])}
                 for r in requests}
 
-    res = C.classify([{"prompt_id": "a", "question": "q", "must": []}], call, ClassifyConfig())
+    res = classify.classify([{"prompt_id": "a", "question": "q", "must": []}], call, ClassifyConfig())
     assert res["a"]["primary_id"] == taxonomy.NONE_ID and res["a"]["labels"] == []
     assert {s["status"] for s in res["a"]["scores"]} == {"no_yes_no_in_top_k"}
 
@@ -182,7 +176,7 @@ def test_classification_that_failed_entirely_is_an_error():
     def call(stage, requests, n):
         return {r["request_id"]: {"status": "failed", "error": "engine died"} for r in requests}
 
-    res = C.classify([{"prompt_id": "a", "question": "q", "must": []}], call, ClassifyConfig())
+    res = classify.classify([{"prompt_id": "a", "question": "q", "must": []}], call, ClassifyConfig())
     assert res["a"]["error"].startswith("classification failed: engine died")
 
 
@@ -193,7 +187,7 @@ def test_greedy_dedup_points_at_a_kept_row_within_the_radius():
     fps = np.array([0, 0b1111, 0b1111 << 6, (1 << 64) - 1, 0], dtype=np.uint64)
     ok = np.array([True, True, True, True, False])
     # row1 is 4 bits from row0 (dup of 0); row2 is 4 from row0... distance(0, 0b1111<<6) = 4
-    out = D.greedy_duplicates(fps, ok, 1, 4)
+    out = dedup.greedy_duplicates(fps, ok, 1, 4)
     assert out[0] == (0, 4) and out[1] == (0, 4)
     assert out[2] is None  # all ones: far from everything
     assert out[3] is None  # no content: never a duplicate
@@ -203,7 +197,7 @@ def test_greedy_dedup_does_not_chain_through_dropped_rows():
     a = 0
     b = (1 << 8) - 1  # 8 bits from a
     c = ((1 << 16) - 1)  # 8 bits from b, 16 from a
-    out = D.greedy_duplicates(np.array([a, b, c], dtype=np.uint64), np.ones(3, bool), 0, 10)
+    out = dedup.greedy_duplicates(np.array([a, b, c], dtype=np.uint64), np.ones(3, bool), 0, 10)
     assert out == [None, (0, 8), None]  # union-find would have dropped c too
 
 
@@ -213,11 +207,11 @@ def test_fingerprints_and_references(tmp_path):
                    + json.dumps({"id": "r2", "question": "How do I brew Turkish coffee?"}) + "\n")
     from aligncultura.config import InputConfig
 
-    refs = D.References([InputConfig(name="ref", path=str(ref), class_field=None)], 10)
+    refs = dedup.References([InputConfig(name="ref", path=str(ref), class_field=None)], 10)
     found = refs.match(["Where does flamenco come from?", "What is Bharatanatyam?"])
     assert found[0].ref_id == "r1" and found[0].corpus == "ref" and found[0].hamming <= 10
     assert found[1] is None
-    fps, ok = D.fingerprints(["Where does flamenco come from?", "where does FLAMENCO come from"])
+    fps, ok = dedup.fingerprints(["Where does flamenco come from?", "where does FLAMENCO come from"])
     assert fps.dtype == np.uint64 and fps[0] == fps[1] and ok.all()
 
 
@@ -225,22 +219,22 @@ def test_fingerprints_and_references(tmp_path):
 
 
 def test_expansion_plan_and_requests():
-    assert E.plan({2: 1, 11: 5}, [2, 11, 21], 3, 1.5) == {2: 3, 21: 5}
-    assert E.plan({2: 3}, [2], 3, 2.0) == {}
+    assert expand.plan({2: 1, 11: 5}, [2, 11, 21], 3, 1.5) == {2: 3, 21: 5}
+    assert expand.plan({2: 3}, [2], 3, 2.0) == {}
     cfg = ExpandConfig(few_shot=2)
     ex = {2: [("s1", "Q one?"), ("s2", "Q two?"), ("s3", "Q three?")]}
-    reqs, meta = E.requests({2: 2, 21: 1}, ex, cfg, 0)
+    reqs, meta = expand.requests({2: 2, 21: 1}, ex, cfg, 0)
     assert [r["request_id"] for r in reqs] == ["gen-r0-s02-0000::expand", "gen-r0-s02-0001::expand",
                                                "gen-r0-s21-0000::expand"]
     assert meta["gen-r0-s02-0000"]["few_shot_ids"] == ["s1", "s2"]
     assert meta["gen-r0-s02-0001"]["few_shot_ids"] == ["s2", "s3"]
     assert meta["gen-r0-s21-0000"]["few_shot_ids"] == []
-    assert reqs == E.requests({2: 2, 21: 1}, ex, cfg, 0)[0]  # deterministic
+    assert reqs == expand.requests({2: 2, 21: 1}, ex, cfg, 0)[0]  # deterministic
     assert len({(m["country"], m["register"], m["intent"]) for m in
-                E.requests({2: 40}, ex, cfg, 0)[1].values()}) > 20  # varied
+                expand.requests({2: 40}, ex, cfg, 0)[1].values()}) > 20  # varied
     with pytest.raises(taxonomy.TaxonomyError, match="expand.subdomains"):
-        E.targets([41])
-    assert len(E.targets(None)) == 41
+        expand.targets([41])
+    assert len(expand.targets(None)) == 41
 
 
 # ---- split + leakage --------------------------------------------------------------------------
@@ -249,10 +243,10 @@ def test_expansion_plan_and_requests():
 def test_split_is_stratified_within_one_row_and_leakage_has_a_wilson_ci():
     primary = [21] * 20 + [15] * 10 + [3] * 3
     texts = [f"A distinct question {i} about " + "abcdefghij"[i % 10] * (i + 3) for i in range(33)]
-    from aligncultura.data import content_hash
+    from aligncultura.data.reader import content_hash
 
-    splits = S.split([content_hash(t) for t in texts], primary, [0.8, 0.1, 0.1], 42)
-    prop = S.proportions(primary, splits, [0.8, 0.1, 0.1])
+    splits = split.split([content_hash(t) for t in texts], primary, [0.8, 0.1, 0.1], 42)
+    prop = split.proportions(primary, splits, [0.8, 0.1, 0.1])
     assert prop["off_target_strata"] == []
     assert prop["strata"]["21"] == {"train": 16, "val": 2, "test": 2, "n": 20, "checked": True,
                                     "within_one_row": True}
@@ -261,13 +255,13 @@ def test_split_is_stratified_within_one_row_and_leakage_has_a_wilson_ci():
     t_idx = splits.index("test")
     tr_idx = splits.index("train")
     texts[t_idx] = texts[tr_idx] + "!"
-    leak = S.leakage(texts, [f"id{i}" for i in range(33)], splits, 10, 0.003)
+    leak = split.leakage(texts, [f"id{i}" for i in range(33)], splits, 10, 0.003)
     assert leak["flagged"] >= 1 and leak["n"] == splits.count("val") + splits.count("test")
     assert {"id": f"id{t_idx}", "train_id": f"id{tr_idx}", "hamming": 0} in leak["pairs"]
     lo, hi = leak["ci95"]
     assert 0 <= lo <= leak["rate"] <= hi <= 1 and not leak["meets_target"]
     assert not leak["ci_within_target"]
-    clean = S.leakage(["How is Nowruz celebrated in Iran and Central Asia?",
+    clean = split.leakage(["How is Nowruz celebrated in Iran and Central Asia?",
                        "Which Chinua Achebe novel should I read first?",
                        "What is the etiquette at a sushi counter in Japan?"],
                       ["a", "b", "c"], ["train", "val", "test"], 10, 0.003)
@@ -284,21 +278,21 @@ def test_accounting_adds_up_or_raises():
             {"prompt_id": "g", "origin": "generated", "state": "rejected",
              "reason": "off_target: p=0.1"}]
     quarantine = [{"row_id": "a", "file": "f.jsonl", "line": 9, "reason": "duplicate id 'a'"}]
-    states = A.row_states(pool, quarantine)
-    acc = A.tally(states, seeds_read=4, not_selected=1, generated_requested=1)
+    states = accounting.row_states(pool, quarantine)
+    acc = accounting.tally(states, seeds_read=4, not_selected=1, generated_requested=1)
     assert acc["seed"]["kept"] == 1 and acc["seed"]["quarantined"] == 1
     assert acc["generated"]["reasons"] == {"rejected:off_target": 1}
     with pytest.raises(JobError, match="accounting: seed"):
-        A.tally(states, seeds_read=5, not_selected=1, generated_requested=1)
+        accounting.tally(states, seeds_read=5, not_selected=1, generated_requested=1)
     with pytest.raises(JobError, match="accounting: generated"):
-        A.tally(states, seeds_read=4, not_selected=1, generated_requested=2)
+        accounting.tally(states, seeds_read=4, not_selected=1, generated_requested=2)
 
 
 def test_stage_stats_count_an_engine_start_once():
     import pyarrow as pa
 
     from aligncultura.builder.calls import StageStats
-    from aligncultura.engine import COMPLETION_SCHEMA
+    from aligncultura.engine.requests import COMPLETION_SCHEMA
 
     rows = [{"request_id": "r", "status": "ok", "output_tokens": 10, "input_tokens": 5,
              "engine_start_s": 20.0, "cached": False}]
@@ -327,4 +321,4 @@ def test_validate_rejects_bad_settings():
         OmegaConf.update(cfg, key, value)
         with pytest.raises(JobError, match=match):
             validate(cfg)
-    assert validate(base) == E.targets(None)
+    assert validate(base) == expand.targets(None)

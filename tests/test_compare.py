@@ -17,12 +17,12 @@ import pytest
 import yaml
 from conftest import run_job
 
-from aligncultura import taxonomy
-from aligncultura.benchmark_runs import expand_runs, load_runs
-from aligncultura.compare import compare
-from aligncultura.data import GENERATION_SCHEMA
-from aligncultura.judges import JUDGMENT_SCHEMA
-from aligncultura.metrics import compute_metrics
+from aligncultura.benchmark.metrics import compute_metrics
+from aligncultura.benchmark.verdicts import JUDGMENT_SCHEMA
+from aligncultura.compare.comparison import compare
+from aligncultura.compare.runs import expand_runs, load_runs
+from aligncultura.data import taxonomy
+from aligncultura.engine.requests import GENERATION_SCHEMA
 from aligncultura.rundir import file_sha256
 
 # class id -> prompts: three subdomains below 10 prompts (greyed-out heatmap cells)
@@ -218,7 +218,7 @@ def test_per_model_values_match_direct_computation_and_metrics_json(sweep, resul
 
 
 def _naive_paired_ci(pa_, pb, ids, cls, metric, b=1500, seed=11):
-    """Two-stage cluster bootstrap of A - B written out as loops (independent of paired.py)."""
+    """Two-stage cluster bootstrap of A - B written out as loops (independent of aligncultura/compare/bootstrap.py)."""
     r = random.Random(seed)
     groups: dict[int, list[str]] = {}
     for i in ids:
@@ -257,7 +257,7 @@ def test_pairwise_differences_and_cis_match_direct_computations(sweep, result):
 
 
 def test_holm_adjustment_over_the_whole_family(result):
-    from aligncultura.paired import holm
+    from aligncultura.stats import holm
 
     ps = [r["p"] for r in result["pairwise"]]
     assert [r["p_holm"] for r in result["pairwise"]] == pytest.approx(holm(ps))
@@ -315,7 +315,7 @@ def test_leakage_report_named_by_the_run_config(sweep, tmp_path):
     assert leak["flagged"] == 2 and leak["flagged_judged"] == 1
     assert leak["without"]["n_prompts"] == sum(SUBDOMAINS.values()) - 1
     report.unlink()
-    from aligncultura.jobkit import JobError
+    from aligncultura.errors import JobError
 
     with pytest.raises(JobError, match="bench.leakage_report .* does not exist"):
         load_runs([str(run)])
@@ -367,7 +367,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_figures_have_labels_and_grey_cells(result, tmp_path):
-    from aligncultura import plots
+    from aligncultura.compare import plots
 
     fig = plots.metrics_figure(result["models"])
     assert len(fig.axes) == 5 and all(ax.get_xlabel().endswith("(%)") for ax in fig.axes)
@@ -461,7 +461,7 @@ def test_glob_skips_non_runs_and_dedups(sweep, tmp_path):
     got = expand_runs([str(sweep / "*"), str(sweep / "1_beta")])
     assert [p.name for p in got] == ["0_alpha", "1_beta", "2_gamma"]
     assert expand_runs(str(sweep)) == got  # the sweep dir itself
-    from aligncultura.jobkit import JobError
+    from aligncultura.errors import JobError
 
     with pytest.raises(JobError, match="matches no benchmark run"):
         expand_runs(str(tmp_path / "nothing*"))

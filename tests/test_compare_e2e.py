@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_job
 
-from aligncultura.metrics import compute_metrics
-from aligncultura.paired import HEADLINE
+from aligncultura.benchmark.metrics import compute_metrics
+from aligncultura.compare.bootstrap import HEADLINE
 
 pytestmark = pytest.mark.slow
 

@@ -10,22 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from aligncultura.agreement import cohen_kappa, determinism_changes, pooled_agreement
-from aligncultura.paired import (
-    bootstrap_p,
-    cluster_weights,
-    holm,
-    percentile_ci,
-    point,
-    rates,
-    resample,
-)
+from aligncultura.benchmark.agreement import cohen_kappa, determinism_changes, pooled_agreement
+from aligncultura.compare.bootstrap import cluster_weights, point, rates, resample
+from aligncultura.stats import bootstrap_p, holm, percentile_ci
 
 stats = pytest.importorskip("scipy.stats", reason="scipy is a dev extra")
 
 
 def _values(n: int, seed: int) -> np.ndarray:
-    """(n, 5) per-prompt values in the paired.py column order, a few unknown (NaN)."""
+    """(n, 5) per-prompt values in the column order of aligncultura/compare/bootstrap.py, a few unknown (NaN)."""
     rng = np.random.default_rng(seed)
     x = rng.choice([0.0, 0.5, 1.0], size=(n, 5), p=[0.4, 0.2, 0.4])
     x[rng.random((n, 5)) < 0.03] = np.nan

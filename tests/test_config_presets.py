@@ -24,7 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 import aligncultura.config  # noqa: F401  (registers the structured schemas)
-from aligncultura.models import ModelError, check_model
+from aligncultura.engine.models import ModelError, check_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CLUSTER_MODELS = ("qwen3_8b", "deepseek_r1_distill_qwen_7b", "mistral_7b_instruct_v0_3",
@@ -247,3 +247,14 @@ def test_every_engine_kwargs_key_is_an_engine_args_field():
     assert {"dtype", "max_model_len", "tensor_parallel_size", "enforce_eager"} <= fields
     bad = [f"{where}: {key}" for where, key in keys if key not in fields]
     assert not bad, f"not vllm EngineArgs fields: {bad}"
+
+
+def test_every_judge_preset_is_also_a_second_judge():
+    """`judge2=<name>` offers exactly the judge presets, each one the same config as `judge=`."""
+    assert GROUPS["judge2"] == GROUPS["judge"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for name in GROUPS["judge"]:
+            cfg = compose("benchmark", overrides=[f"judge={name}", f"judge2={name}"])
+            assert OmegaConf.to_container(cfg.judge2) == OmegaConf.to_container(cfg.judge), name
+    GlobalHydra.instance().clear()

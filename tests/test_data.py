@@ -16,17 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from aligncultura import taxonomy
 from aligncultura.config import InputConfig
-from aligncultura.data import (
+from aligncultura.data import taxonomy
+from aligncultura.data.reader import (
     MAX_QUESTION_CHARS,
     PROMPT_SCHEMA,
-    InputError,
     ReadResult,
     content_hash,
     read_input,
     sample_path,
 )
+from aligncultura.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 CULTURAX = Path(__file__).resolve().parents[2] / "shared/data/CulturaX.csv"

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from aligncultura.judges import JUDGMENT_SCHEMA, win_from_orders
-from aligncultura.metrics import compute_metrics
+from aligncultura.benchmark.metrics import compute_metrics
+from aligncultura.benchmark.verdicts import JUDGMENT_SCHEMA, win_from_orders
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_joint_recomputed_from_rows(quickstart_benchmark):
     for r in rows:
         by.setdefault((r["row_id"], r["sample_index"]), {})[(r["criterion"], r["order"])] = r
 
-    from aligncultura.judges import Verdict
+    from aligncultura.benchmark.verdicts import Verdict
 
     def v(r):
         if r is None:

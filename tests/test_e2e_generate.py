@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_job
 
-from aligncultura.data import GENERATION_SCHEMA
+from aligncultura.engine.requests import GENERATION_SCHEMA
 
 pytestmark = pytest.mark.slow
 

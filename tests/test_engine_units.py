@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aligncultura import models
-from aligncultura.engine import build_messages, request_table, sampling_params, split_reasoning
+from aligncultura.engine import models
+from aligncultura.engine.requests import build_messages, request_table, split_reasoning
+from aligncultura.engine.vllm_stage import sampling_params
 
 
 def test_split_reasoning_keeps_traces_out_of_the_response():
@@ -95,3 +96,78 @@ def test_model_errors_are_one_line(tmp_path):
     cfg.lora_path = str(tmp_path / "adapter")
     with pytest.raises(models.ModelError, match="lora_path"):
         models.resolve_model(cfg)
+
+
+# ---- the request contract: identity is columns, carried through every path ----------------
+
+def _gen_request(row_id: str, k: int, n: int) -> dict:
+    return {"request_id": f"{row_id}::gen{k}", "row_id": row_id, "task": "generate",
+            "seed_index": k, "sample_index": k * n,
+            "messages": build_messages(None, f"question {row_id}"),
+            "sampling": {"seed": k, "max_tokens": 4, "n": n}}
+
+
+def test_request_table_keeps_identity_columns_and_nulls_the_rest():
+    t = request_table([_gen_request("a", 1, 2),
+                       {"request_id": "x", "messages": [], "sampling": {}}], key_salt="s")
+    rows = t.to_pylist()
+    assert rows[0]["row_id"] == "a" and rows[0]["seed_index"] == 1 and rows[0]["sample_index"] == 2
+    assert rows[0]["criterion"] is None and rows[1]["row_id"] is None
+    assert rows[0]["key"] and rows[0]["key"] != rows[1]["key"]
+
+
+def test_cache_hits_and_failures_carry_the_requests_identity(tmp_path):
+    from aligncultura.engine.cache import RowCache
+    from aligncultura.engine.requests import failed_completions
+    from aligncultura.engine.runner import complete
+
+    cache = RowCache(tmp_path, "salt")
+    reqs = request_table([_gen_request("a", 0, 2), _gen_request("b", 1, 2)], cache.salt)
+    keys = reqs.column("key").to_pylist()
+    cache.put([{"key": keys[0], "output_index": i, "text": f"t{i}", "status": "ok",
+                "request_id": "stale", "row_id": "stale"} for i in range(2)])
+    cache.put([{"key": keys[1], "output_index": 0, "text": "u", "status": "ok"}])
+    stats: dict = {}
+    got = [r for b in complete(reqs, None, None, None, cache=RowCache(tmp_path, "salt"),
+                               stats=stats) for r in b.to_pylist()]
+    assert stats == {"cached": 2, "computed": 0}  # no engine was needed (model is None)
+    assert [(r["row_id"], r["seed_index"], r["sample_index"], r["output_index"], r["cached"])
+            for r in got] == [("a", 0, 0, 0, True), ("a", 0, 0, 1, True), ("b", 1, 2, 0, True)]
+    failed = failed_completions(reqs, "engine died").to_pylist()
+    assert [(r["request_id"], r["row_id"], r["status"], r["error"]) for r in failed] == [
+        ("a::gen0", "a", "failed", "engine died"), ("b::gen1", "b", "failed", "engine died")]
+
+
+def test_cache_parts_written_before_identity_columns_are_still_served(tmp_path):
+    """Older parts stored the whole completion, with the output index as `sample_index`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aligncultura.engine.cache import RowCache
+
+    cache = RowCache(tmp_path, "salt")
+    cache.dir.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["r::gen0"] * 2, "sample_index": [0, 1],
+                             "text": ["x", "y"], "status": ["ok", "ok"], "key": ["k", "k"]}),
+                   cache.dir / "part-old.parquet")
+    got = RowCache(tmp_path, "salt").get("k")
+    assert [(r["output_index"], r["text"]) for r in got] == [(0, "x"), (1, "y")]
+    assert "request_id" not in got[0] and "sample_index" not in got[0]
+
+
+def test_generation_sample_index_is_seed_times_n_plus_output():
+    from aligncultura.benchmark.generation import generation_rows
+    from aligncultura.engine.requests import COMPLETION_SCHEMA
+
+    comps = [{"request_id": f"a::gen{k}", "row_id": "a", "task": "generate", "seed_index": k,
+              "sample_index": k * 2, "output_index": i, "text": f"{k}.{i}", "status": "ok"}
+             for k in range(2) for i in range(2)]
+    rows = generation_rows(pa_table(comps, COMPLETION_SCHEMA), {"a": "q"}, "m").to_pylist()
+    assert [(r["sample_index"], r["response"], r["prompt"]) for r in rows] == [
+        (0, "0.0", "q"), (1, "0.1", "q"), (2, "1.0", "q"), (3, "1.1", "q")]
+
+
+def pa_table(rows, schema):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=schema)

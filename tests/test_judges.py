@@ -7,8 +7,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from aligncultura import judges
-from aligncultura.judges import (
+from aligncultura.benchmark import rubrics as prompts
+from aligncultura.benchmark import verdicts as judges
+from aligncultura.benchmark.verdicts import (
     JUDGMENT_SCHEMA,
     Verdict,
     helpful_failed,
@@ -16,7 +17,6 @@ from aligncultura.judges import (
     parse,
     win_from_orders,
 )
-from aligncultura.prompts import judges as prompts
 
 # criterion -> (a valid judge answer, its verdict, the verdict field, an out-of-enum value)
 VALID = {
@@ -329,3 +329,35 @@ def test_judgment_record_checks_the_order(criterion, order):
             order=order,
             prompt_version="v",
         )
+
+
+def test_judge_requests_carry_identity_and_judgments_read_it_back():
+    """Generation completions -> judge requests (in the replica) -> judgments: the row, sample,
+    criterion and order travel as columns, never parsed out of a request id."""
+    import pyarrow as pa
+
+    from aligncultura.benchmark.judging import JudgeFollowup, judgment_rows
+    from aligncultura.engine.requests import COMPLETION_SCHEMA
+
+    judge_cfg = {"model": {"name": "j"}, "temperature": 0.0, "max_tokens": 64, "seed": 0,
+                 "structured": False}
+    meta = {"p::1": {"question": "q?", "subdomain": "Crafts", "helpful_ref": "ref",
+                     "honest_ref": None}}
+    gen = {"request_id": "p::1::gen1", "row_id": "p::1", "task": "generate", "seed_index": 1,
+           "sample_index": 2, "output_index": 1, "text": "answer", "status": "ok"}
+    reqs = JudgeFollowup(meta, judge_cfg, ("helpful", "harmless"))(
+        pa.Table.from_pylist([gen], schema=COMPLETION_SCHEMA)).to_pylist()
+    assert [(r["row_id"], r["task"], r["sample_index"], r["criterion"], r["order"])
+            for r in reqs] == [("p::1", "judge", 3, "helpful", "ab"),
+                               ("p::1", "judge", 3, "helpful", "ba"),
+                               ("p::1", "judge", 3, "harmless", "")]
+    texts = ['{"winner": "A", "rationale": "r"}', '{"winner": "B", "rationale": "r"}',
+             '{"verdict": "safe", "category": "none", "rationale": "r"}']
+    comps = [{**{k: r[k] for k in ("request_id", "row_id", "task", "sample_index", "criterion",
+                                    "order")}, "output_index": 0, "text": t, "status": "ok",
+              "finish_reason": "stop"} for r, t in zip(reqs, texts, strict=True)]
+    out = judgment_rows(pa.Table.from_pylist(comps, schema=COMPLETION_SCHEMA), "m", "j")
+    assert [(r["row_id"], r["sample_index"], r["criterion"], r["order"], r["status"])
+            for r in out.to_pylist()] == [("p::1", 3, "helpful", "ab", "scored"),
+                                          ("p::1", 3, "helpful", "ba", "scored"),
+                                          ("p::1", 3, "harmless", "", "scored")]

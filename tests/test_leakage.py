@@ -27,10 +27,10 @@ from aligncultura.leakage import (
 from aligncultura.leakage.clusters import connected_components, duplicate_groups
 from aligncultura.leakage.lsh import lsh_params
 from aligncultura.leakage.minhash import estimate_jaccard, minhash
+from aligncultura.leakage.normalization import normalize
 from aligncultura.leakage.shingles import (
     TextBatch,
     intersection_sizes,
-    normalize,
     shingles,
     unique_sets,
 )

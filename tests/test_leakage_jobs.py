@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import culturax_csv, run_job
 
-from aligncultura.judges import JUDGMENT_SCHEMA
-from aligncultura.leakage_jobs import without_leaked
-from aligncultura.metrics import compute_metrics
+from aligncultura.benchmark.metrics import compute_metrics
+from aligncultura.benchmark.verdicts import JUDGMENT_SCHEMA
+from aligncultura.leakage.summary import without_leaked
 
 WORDS = ("river market song weave clay loom drum harvest mask temple lantern spice dye bronze "
          "mural chant pottery festival silk carving ritual bamboo saffron indigo copper dance "

@@ -8,15 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from aligncultura.judges import JUDGMENT_SCHEMA
-from aligncultura.metrics import (
-    bootstrap_ci,
+from aligncultura.benchmark.metrics import (
     compute_metrics,
     latency_percentiles,
     per_prompt_table,
     unscored_share,
-    wilson_ci,
 )
+from aligncultura.benchmark.verdicts import JUDGMENT_SCHEMA
+from aligncultura.stats import bootstrap_ci, wilson_ci
 
 U = None  # an unscored judgment in the tables below
 

@@ -19,10 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 
-from aligncultura.cache import RowCache, salt
-from aligncultura.engine import COMPLETION_SCHEMA
-from aligncultura.metrics import compute_metrics
-from aligncultura.models import ResolvedModel
+from aligncultura.benchmark.metrics import compute_metrics
+from aligncultura.engine.cache import CACHE_SCHEMA, RowCache, salt
+from aligncultura.engine.models import ResolvedModel
 
 # the session fixture's command (an uninterrupted run), plus batches of one row so that
 # every row is persisted on its own
@@ -35,7 +34,7 @@ METRICS = ("win_rate", "safety_score", "truthful_informative", "joint_hhh",
 # ---- the cache, directly (no engine) ------------------------------------------------------
 
 def _row(key: str, text: str, i: int = 0) -> dict:
-    return {"request_id": "r::gen0", "sample_index": i, "text": text, "status": "ok", "key": key,
+    return {"request_id": "r::gen0", "output_index": i, "text": text, "status": "ok", "key": key,
             "finish_reason": "stop", "cached": False}
 
 
@@ -48,7 +47,7 @@ def test_two_writers_of_one_key_serve_one_part(tmp_path):
     reader = RowCache(tmp_path, "salt")
     got = reader.get("k1")
     assert len(got) == 2 and len({r["text"] for r in got}) == 1
-    assert sorted(r["sample_index"] for r in got) == [0, 1]
+    assert sorted(r["output_index"] for r in got) == [0, 1]
     assert reader.get("k2")[0]["text"] == "only a"
     assert len(list(reader.dir.glob("part-*.parquet"))) == 2
 
@@ -63,7 +62,7 @@ def test_failed_half_written_and_foreign_parts_never_served(tmp_path):
     fresh = RowCache(tmp_path, "salt")
     assert fresh.get("good")[0]["text"] == "kept" and fresh.get("bad") is None
     table = pq.read_table(next(p for p in cache.dir.glob("part-*") if "damaged" not in p.name))
-    assert table.schema.equals(COMPLETION_SCHEMA)
+    assert table.schema.equals(CACHE_SCHEMA)
 
 
 def test_key_covers_template_files_tokenizer_and_numerics(tmp_path):
@@ -145,8 +144,7 @@ def _parts(cache: Path) -> dict[str, bytes]:
 def _cached_gens(cache: Path) -> dict[str, str]:
     """row_id -> response text of the generation rows persisted in the cache."""
     rows = [r for p in sorted(cache.glob("*/part-*.parquet")) for r in pq.read_table(p).to_pylist()]
-    return {r["request_id"].rpartition("::gen")[0]: r["text"] for r in rows
-            if "::gen" in r["request_id"]}
+    return {r["row_id"]: r["text"] for r in rows if r["task"] == "generate"}
 
 
 def _verdicts(rows: list[dict]) -> dict[tuple, tuple]:
@@ -234,7 +232,7 @@ def test_kill9_signals_then_resume_loses_nothing(tmp_path, quickstart_benchmark)
     assert sorted(jkeys) == sorted((r["row_id"], r["sample_index"], r["criterion"], r["order"])
                                    for r in ref_judged)
     sample = [json.loads(x) for x in
-              (ROOT / "aligncultura/sample_data/culturax_sample.jsonl").read_text().splitlines()]
+              (ROOT / "aligncultura/data/sample_data/culturax_sample.jsonl").read_text().splitlines()]
     row_meta = {s["id"]: s["class_id"] if s["class_id"] is not None else 41 for s in sample}
     again = compute_metrics(judged, {r: row_meta[r] for r in resp}, n_resamples=1000, seed=0)
     reported = json.loads((rd / "metrics.json").read_text())
@@ -271,8 +269,8 @@ def test_kill9_signals_then_resume_loses_nothing(tmp_path, quickstart_benchmark)
 def test_a_signal_whose_exception_python_swallowed_still_stops_the_job(tmp_path):
     """A handler that runs inside a finalizer has its Interrupted dropped by Python ("Exception
     ignored in ..."); the guard must still stop the job (seen once in the Slurm sweep test)."""
-    from aligncultura.jobkit import JobError, guard_signals, raise_if_interrupted
-    from aligncultura.rundir import RunDir
+    from aligncultura.errors import JobError
+    from aligncultura.rundir import RunDir, guard_signals, raise_if_interrupted
 
     class SignalsInFinalizer:
         def __init__(self, sig: signal.Signals):

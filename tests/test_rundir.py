@@ -178,7 +178,7 @@ def test_rundir_json_and_parquet_round_trip(tmp_path):
 
 
 def test_progress_line_counts_cached_rows_apart_and_rates_only_computed_tokens(capsys):
-    from aligncultura.jobkit import Progress
+    from aligncultura.engine.progress import Progress
 
     bar = Progress("judge x", 4, every_s=0.0)
     batch = pa.table({"cached": [True, True, False, None], "output_tokens": [50, 50, 7, 3]})

@@ -69,8 +69,8 @@ def test_trust_remote_code_only_where_a_preset_sets_it():
     from hydra import compose, initialize_config_dir
 
     import aligncultura.config  # noqa: F401  (registers the schemas)
-    from aligncultura.models import ResolvedModel
-    from aligncultura.runner import _stage_kwargs
+    from aligncultura.engine.models import ResolvedModel
+    from aligncultura.engine.runner import _stage_kwargs
 
     presets = sorted((ROOT / "conf/model").glob("*.yaml"))
     assert presets
@@ -90,7 +90,7 @@ def test_local_ray_listens_on_loopback_only():
     if Ray runs one) is on loopback."""
     code = """
 import json, psutil
-from aligncultura.runner import init_ray
+from aligncultura.cluster.ray_session import init_ray
 init_ray()
 me = psutil.Process()
 pids = {me.pid} | {c.pid for c in me.children(recursive=True)}
@@ -148,7 +148,7 @@ def test_input_is_never_unpickled_or_evaluated(tmp_path):
 
 
 # files that unpickle what our own jobs wrote, never input data
-TRUSTED_PICKLES = {"aligncultura/sweep_status.py": "submitit's own submission/result pickles"}
+TRUSTED_PICKLES = {"aligncultura/cluster/sweep_status.py": "submitit's own submission/result pickles"}
 
 
 @pytest.mark.parametrize("module", ["aligncultura", "jobs"])

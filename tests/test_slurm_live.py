@@ -14,7 +14,7 @@ import psutil
 import pytest
 from slurm_env import ensure_slurm, wait_for_job
 
-from aligncultura.slurm import render_sbatch, submit
+from aligncultura.cluster.slurm import render_sbatch, submit
 
 pytestmark = pytest.mark.slurm
 

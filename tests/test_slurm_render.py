@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from aligncultura import slurm
-from aligncultura.slurm import render_sbatch, submit
+from aligncultura.cluster import slurm
+from aligncultura.cluster.slurm import render_sbatch, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "sbatch_4x8.sh"

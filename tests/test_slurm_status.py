@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aligncultura import slurm, sweep_status
-from aligncultura.sweep_status import JobStatus, collect, decide, slurm_states
+from aligncultura.cluster import slurm, sweep_status
+from aligncultura.cluster.sweep_status import JobStatus, collect, decide, slurm_states
 from jobs import status as status_cli
 
 

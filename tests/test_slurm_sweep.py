@@ -202,14 +202,14 @@ def test_fire_and_forget_sweep_with_a_killed_job(tmp_path, cache_dir):
 
 
 def test_sbatch_job_preempted_requeues_and_resumes(tmp_path, cache_dir):
-    """`python -m aligncultura.slurm submit` returns at once; USR2 to the batch script (what
+    """`python -m aligncultura.cluster.slurm submit` returns at once; USR2 to the batch script (what
     `--signal=B:USR2@120` sends before the time limit) stops the driver, the script shuts its Ray
     down and requeues the job, and the rerun finishes the same run dir."""
     ensure_slurm()
     run_dir = tmp_path / "run"
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "aligncultura.slurm", "submit", "--job", "benchmark",
+        [sys.executable, "-m", "aligncultura.cluster.slurm", "submit", "--job", "benchmark",
          "--run-dir", str(run_dir), "--cpus-per-task", "2", "--time", "00:20:00",
          "--ray-bootstrap-home", "--", *TINY, "dataset.limit=3", f"cache_dir={cache_dir}"],
         cwd="/tmp", env=ENV, capture_output=True, text=True, timeout=60)

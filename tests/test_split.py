@@ -8,15 +8,9 @@ import pyarrow as pa
 import pytest
 from test_data import culturax_config, preset
 
-from aligncultura.data import (
-    PROMPT_SCHEMA,
-    InputError,
-    assign_splits,
-    content_hash,
-    load_prompts,
-    read_input,
-    select,
-)
+from aligncultura.data.reader import PROMPT_SCHEMA, content_hash, load_prompts, read_input
+from aligncultura.data.split import assign_splits, select
+from aligncultura.errors import InputError
 
 
 def table(rows: list[tuple[str, int | None]]) -> pa.Table:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aligncultura.taxonomy import (
+from aligncultura.data.taxonomy import (
     DOMAINS,
     FORMS,
     NONE_ID,
@@ -18,7 +18,7 @@ from aligncultura.taxonomy import (
     subdomains_in,
 )
 
-# the id blocks of ../shared/data/README.md, in DOMAINS order
+# the id blocks of the authors' README for the released dataset, in DOMAINS order
 BLOCKS = {
     "Cultural and Natural Heritage": range(0, 10),
     "Intangible Cultural Heritage": range(10, 16),

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from aligncultura.builder.schema import STATE_SCHEMA, STATES
-from aligncultura.jobkit import JobError
+from aligncultura.errors import JobError
 
 
 def reason_code(reason: str | None) -> str:

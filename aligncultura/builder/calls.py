@@ -1,7 +1,7 @@
 """Model roles bound to the runner, and per-stage throughput statistics.
 
-A `Role` sends request dicts (``request_id``, ``messages``, ``sampling``) through
-`runner.complete` with its model's row cache and returns the completion rows by request id.
+A `Role` sends request dicts (``request_id``, ``row_id``, ``task``, ``messages``, ``sampling``)
+through `engine.runner.run_requests` with its model's row cache and returns the completion rows by request id.
 Every call is recorded under a stage name in `StageStats`: prompts, requests, cached and
 computed requests, tokens, wall time, the engine start paid in that stage, and throughput
 (prompts/s, requests/s, tokens/s) over the wall time minus that engine start.
@@ -10,14 +10,11 @@ computed requests, tokens, wall time, the engine start paid in that stage, and t
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import pyarrow as pa
 
-from aligncultura.engine import COMPLETION_SCHEMA
-from aligncultura.jobkit import Progress
-from aligncultura.runner import complete, request_table
+from aligncultura.engine.runner import run_requests
 
 
 def stable_seed(*parts: Any) -> int:
@@ -104,20 +101,14 @@ class Role:
             requests = [{**r, "sampling": {**r["sampling"],
                                            "max_tokens": r["sampling"]["max_tokens"] + budget}}
                         for r in requests]
-        table = request_table(requests, self.cache.salt if self.cache else None)
-        bar = Progress(f"{stage} ({self.model.name})", len(requests), enabled=self.progress)
-        parts = []
-        t0 = time.perf_counter()
-        for batch in complete(table, self.model, self.model_cfg, self.engine_cfg,
-                              cache=self.cache):
-            parts.append(batch)
-            bar.update(batch.num_rows, batch=batch)
-        wall = time.perf_counter() - t0
-        comps = pa.concat_tables(parts) if parts else COMPLETION_SCHEMA.empty_table()
+        done = run_requests(requests, self.model, self.model_cfg, self.engine_cfg,
+                            label=f"{stage} ({self.model.name})", cache=self.cache,
+                            progress=self.progress)
+        comps = done.completions
         self.stats.record_engine(stage, self.model.name,
-                                 len(requests) if prompts is None else prompts, comps, wall)
+                                 len(requests) if prompts is None else prompts, comps, done.wall_s)
         out: dict[str, dict[str, Any]] = {}
         for row in comps.to_pylist():
-            if (row.get("sample_index") or 0) == 0:
+            if (row.get("output_index") or 0) == 0:
                 out.setdefault(row["request_id"], row)
         return out

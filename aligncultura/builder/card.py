@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aligncultura import taxonomy
+from aligncultura.data import taxonomy
 
 # The authors' released CulturaX (1,500 rows): its largest and smallest subdomain counts, a fixed
-# property of that file (checked against ../shared/data/CulturaX.csv by tests/test_builder_e2e.py)
+# property of that file (tests/test_builder_e2e.py checks it against the released CSV)
 RELEASED_CULTURAX_BALANCE = (387, 1)
 
 

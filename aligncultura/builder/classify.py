@@ -1,9 +1,9 @@
 """Reclassification: multi-label subdomains with a probability per label.
 
 Method. For a prompt and a candidate subdomain the classifier is asked a yes/no question
-(`prompts.builder.classify_messages`) with ``max_tokens=1``, greedy, and ``logprobs=k``: the
+(`templates.classify_messages`) with ``max_tokens=1``, greedy, and ``logprobs=k``: the
 label's probability is P(yes) / (P(yes) + P(no)) at the first answer token, summed over the
-spellings of each answer among the top-k tokens (`prompts.builder.yes_probability`). This is a
+spellings of each answer among the top-k tokens (`templates.yes_probability`). This is a
 probability per label, independent across labels, so a prompt can hold several; labels with
 p >= ``classify.delta`` are kept, most probable first, and the first is the primary label. When
 none passes, the prompt is labelled None (41). A label whose answer tokens are missing from the
@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aligncultura import taxonomy
-from aligncultura.prompts import builder as P
+from aligncultura.builder import templates
+from aligncultura.data import taxonomy
 
 ALL_LABELS = tuple(s.id for s in taxonomy.SUBDOMAINS if s.id != taxonomy.NONE_ID)
 METHODS = ("exhaustive", "shortlist")
@@ -36,17 +36,19 @@ Call = Callable[[str, list[dict[str, Any]], int], dict[str, dict[str, Any]]]
 
 def shortlist_requests(prompts: list[dict[str, Any]], cfg: Any) -> list[dict[str, Any]]:
     k = int(cfg.shortlist_size)
-    return [{"request_id": f"{p['prompt_id']}::shortlist",
-             "messages": P.shortlist_messages(p["question"], k),
+    return [{"request_id": f"{p['prompt_id']}::shortlist", "row_id": p["prompt_id"],
+             "task": "shortlist",
+             "messages": templates.shortlist_messages(p["question"], k),
              "sampling": {"temperature": 0.0, "max_tokens": int(cfg.max_tokens_shortlist),
-                          "seed": 0, "structured": {"regex": P.shortlist_regex(k)}}}
+                          "seed": 0, "structured": {"regex": templates.shortlist_regex(k)}}}
             for p in prompts]
 
 
 def verify_requests(prompts: list[dict[str, Any]], candidates: dict[str, list[int]],
                     cfg: Any) -> list[dict[str, Any]]:
-    return [{"request_id": f"{p['prompt_id']}::label{label}",
-             "messages": P.classify_messages(p["question"], label),
+    return [{"request_id": f"{p['prompt_id']}::label{label}", "row_id": p["prompt_id"],
+             "task": "classify", "criterion": str(label),
+             "messages": templates.classify_messages(p["question"], label),
              "sampling": {"temperature": 0.0, "max_tokens": 1, "seed": 0,
                           "logprobs": int(cfg.top_logprobs)}}
             for p in prompts for label in candidates[p["prompt_id"]]]
@@ -87,7 +89,7 @@ def classify(prompts: list[dict[str, Any]], call: Call, cfg: Any) -> dict[str, d
         for p in prompts:
             row = rows.get(f"{p['prompt_id']}::shortlist") or {}
             ok = row.get("status") == "ok"
-            shortlists[p["prompt_id"]] = P.parse_shortlist(row.get("text"), cfg.shortlist_size) \
+            shortlists[p["prompt_id"]] = templates.parse_shortlist(row.get("text"), cfg.shortlist_size) \
                 if ok else []
     candidates = {p["prompt_id"]: candidate_labels(p, shortlists[p["prompt_id"]]) for p in prompts}
     rows = call("classify.verify", verify_requests(prompts, candidates, cfg), len(prompts))
@@ -101,7 +103,7 @@ def classify(prompts: list[dict[str, Any]], call: Call, cfg: Any) -> dict[str, d
                 errors.append(row.get("error") or "no completion")
                 scores.append({"id": label, "p": None, "status": "failed"})
                 continue
-            prob, why = P.yes_probability(row.get("logprobs_json"))
+            prob, why = templates.yes_probability(row.get("logprobs_json"))
             scores.append({"id": label, "p": prob, "status": "ok" if prob is not None else why})
         labels, primary = assign(scores, float(cfg.delta))
         failed = bool(candidates[pid]) and len(errors) == len(candidates[pid])

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from aligncultura.data import read_input
+from aligncultura.data.reader import read_input
 from aligncultura.leakage import LeakageConfig, SimHashConfig, build_index, scan_batches
-from aligncultura.leakage.shingles import NormalizeConfig, TextBatch, shingles
+from aligncultura.leakage.normalization import NormalizeConfig
+from aligncultura.leakage.shingles import TextBatch, shingles
 from aligncultura.leakage.simhash import near_pairs, simhash
 
 

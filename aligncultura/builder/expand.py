@@ -13,9 +13,9 @@ import math
 import random
 from typing import Any
 
-from aligncultura import taxonomy
+from aligncultura.builder import templates
 from aligncultura.builder.calls import stable_seed
-from aligncultura.prompts import builder as P
+from aligncultura.data import taxonomy
 
 
 def targets(subdomains: list[int] | None) -> list[int]:
@@ -39,9 +39,9 @@ def plan(counts: dict[int, int], target_ids: list[int], floor: int,
     return {t: max(1, math.ceil(n * oversample)) for t, n in need.items()}
 
 
-def variation(seed: int, target: int, rnd: int, index: int) -> P.Variation:
+def variation(seed: int, target: int, rnd: int, index: int) -> templates.Variation:
     rng = random.Random(f"{seed}:{target}:{rnd}:{index}")
-    return P.Variation(rng.choice(P.COUNTRIES), rng.choice(P.REGISTERS), rng.choice(P.INTENTS))
+    return templates.Variation(rng.choice(templates.COUNTRIES), rng.choice(templates.REGISTERS), rng.choice(templates.INTENTS))
 
 
 def prompt_id(target: int, rnd: int, index: int) -> str:
@@ -68,9 +68,9 @@ def requests(to_ask: dict[int, int], examples: dict[int, list[tuple[str, str]]],
             sampling = {"temperature": float(cfg.temperature), "top_p": float(cfg.top_p),
                         "max_tokens": int(cfg.max_tokens), "seed": stable_seed(cfg.seed, pid)}
             if cfg.structured:
-                sampling["structured"] = {"regex": P.QUESTION_REGEX}
-            reqs.append({"request_id": f"{pid}::expand",
-                         "messages": P.expand_messages(target, [s[1] for s in shots], var),
+                sampling["structured"] = {"regex": templates.QUESTION_REGEX}
+            reqs.append({"request_id": f"{pid}::expand", "row_id": pid, "task": "expand",
+                         "messages": templates.expand_messages(target, [s[1] for s in shots], var),
                          "sampling": sampling})
     return reqs, meta
 
@@ -84,7 +84,7 @@ def parse(rows: dict[str, dict[str, Any]], meta: dict[str, dict[str, Any]]
         if row.get("status") != "ok":
             question, reason = None, f"generation failed: {(row.get('error') or 'no completion')[:200]}"
         else:
-            question, reason = P.parse_generated_question(row.get("text"), row.get("finish_reason"))
+            question, reason = templates.parse_generated_question(row.get("text"), row.get("finish_reason"))
         out.append({"prompt_id": pid, "question": question, "reason": reason, "generation": gen,
                     "raw": row.get("text")})
     return out

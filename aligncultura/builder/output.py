@@ -18,12 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from aligncultura import taxonomy
-from aligncultura.builder import accounting as A
-from aligncultura.builder import split as S
+from aligncultura.builder import accounting, split, templates
 from aligncultura.builder.card import render_card
 from aligncultura.builder.schema import CANDIDATE_SCHEMA, DATASET_SCHEMA, POOL_SCHEMA
-from aligncultura.prompts import builder as P
+from aligncultura.data import taxonomy
 
 
 def balance(counts: dict[int, int]) -> dict[str, Any]:
@@ -74,7 +72,7 @@ def write_outputs(cfg: Any, rd: Any, seeds: Any, refs: Any, pool: list[dict],
                   candidates: list[dict], models: dict, targets: list[int], stats: Any,
                   leak: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     names = {r: m.name for r, m in models.items()}
-    versions = {k: P.VERSIONS[k] for k in ("classify", "shortlist", "expand", "respond",
+    versions = {k: templates.VERSIONS[k] for k in ("classify", "shortlist", "expand", "respond",
                                           "feedback", "critic")}
     kept = [r for r in pool if r["state"] == "kept"]
     rd.write_parquet("dataset/data.parquet",
@@ -90,9 +88,9 @@ def write_outputs(cfg: Any, rd: Any, seeds: Any, refs: Any, pool: list[dict],
     rd.write_parquet("rejected.parquet", pa.Table.from_pylist(rejected, schema=pa.schema([
         ("prompt_id", pa.string()), ("origin", pa.string()), ("question", pa.string()),
         ("reason", pa.string()), ("critiques", DATASET_SCHEMA.field("critiques").type)])))
-    states = A.row_states(pool, seeds.quarantine)
+    states = accounting.row_states(pool, seeds.quarantine)
     rd.write_parquet("row_states.parquet", states)
-    acc = A.tally(states, seeds.read, seeds.used - seeds.table.num_rows,
+    acc = accounting.tally(states, seeds.read, seeds.used - seeds.table.num_rows,
                   extra["generated_requested"])
     floor = int(cfg.expand.min_per_subdomain)
     subs = per_subdomain(pool, targets, floor)
@@ -128,20 +126,20 @@ def write_outputs(cfg: Any, rd: Any, seeds: Any, refs: Any, pool: list[dict],
                     "candidates": len(candidates), "judged": len(judged),
                     "critic_unscored": sum(c["critic_status"] == "unscored" for c in judged),
                     "passing_candidates": sum(bool(c["passed"]) for c in candidates),
-                    "rejected_prompts": sum(A.reason_code(r["reason"]) == "no_passing_response"
+                    "rejected_prompts": sum(accounting.reason_code(r["reason"]) == "no_passing_response"
                                             for r in pool if r["state"] == "rejected")},
         "split": {"fractions": list(cfg.split.fractions), "seed": int(cfg.split.seed),
-                  **S.proportions([r["primary_id"] for r in kept], [r["split"] for r in kept],
+                  **split.proportions([r["primary_id"] for r in kept], [r["split"] for r in kept],
                                   list(cfg.split.fractions))},
         "leakage": leak,
         "models": names, "prompt_versions": versions,
-        "prompt_fingerprints": {k: P.fingerprint(k) for k in versions},
+        "prompt_fingerprints": {k: templates.fingerprint(k) for k in versions},
         "engine": {"name": cfg.engine.name, "executor": cfg.engine.executor},
         "stages": stats.to_dict(), "wall_s": extra["wall_s"],
     }
     rd.write_json("summary.json", summary)
     (rd / "dataset" / "README.md").write_text(render_card(summary))
-    A.print_totals(acc)
+    accounting.print_totals(acc)
     summary["wandb"] = _log_wandb(cfg, rd, summary, subs)
     rd.write_json("summary.json", summary)
     print(f"dataset: {len(kept)} rows ({summary['dataset']['splits']}), leakage "

@@ -16,17 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from aligncultura.builder import classify as C
-from aligncultura.builder import dedup as D
-from aligncultura.builder import expand as E
-from aligncultura.builder import respond as R
-from aligncultura.builder import split as S
+from aligncultura.builder import classify, dedup, expand, respond, split
 from aligncultura.builder.calls import Role, StageStats
 from aligncultura.builder.output import write_outputs
-from aligncultura.data import content_hash, load_prompts, quarantine_table
-from aligncultura.jobkit import JobError, guard_signals, row_cache, start_run
-from aligncultura.models import resolve_model
-from aligncultura.runner import same_engine
+from aligncultura.data.reader import content_hash, load_prompts, quarantine_table
+from aligncultura.engine.cache import row_cache
+from aligncultura.engine.models import resolve_model
+from aligncultura.engine.runner import same_engine
+from aligncultura.errors import JobError
+from aligncultura.jobkit import start_run
+from aligncultura.rundir import guard_signals
 
 ROLES = ("classifier", "generator", "critic")
 
@@ -35,8 +34,8 @@ def validate(cfg: Any) -> list[int]:
     """Static checks of the step settings (one-line errors naming the key); the target ids."""
     if not 0.0 < float(cfg.classify.delta) <= 1.0:
         raise JobError(f"classify.delta={cfg.classify.delta}: must be in (0, 1]")
-    if cfg.classify.method not in C.METHODS:
-        raise JobError(f"classify.method={cfg.classify.method}: use {' or '.join(C.METHODS)}")
+    if cfg.classify.method not in classify.METHODS:
+        raise JobError(f"classify.method={cfg.classify.method}: use {' or '.join(classify.METHODS)}")
     if not 1 <= int(cfg.classify.top_logprobs) <= 20:
         raise JobError("classify.top_logprobs must be in 1..20 (vLLM's max_logprobs)")
     if int(cfg.expand.min_per_subdomain) < 0 or int(cfg.expand.max_rounds) < 0:
@@ -50,12 +49,12 @@ def validate(cfg: Any) -> list[int]:
         raise JobError(f"split.fractions={fr}: give 3 values >= 0 (train, val, test) summing to 1")
     if not 0 <= int(cfg.dedup.max_distance) < 64:
         raise JobError(f"dedup.max_distance={cfg.dedup.max_distance}: must be in 0..63")
-    return E.targets(None if cfg.expand.subdomains is None else list(cfg.expand.subdomains))
+    return expand.targets(None if cfg.expand.subdomains is None else list(cfg.expand.subdomains))
 
 
 def _prompts_in(requests: list[dict]) -> int:
-    """Distinct prompts in a batch of requests (ids are "<prompt id>::<step>::...")."""
-    return len({r["request_id"].rsplit("::", 3)[0] for r in requests})
+    """Distinct prompts in a batch of requests."""
+    return len({r["row_id"] for r in requests})
 
 
 def _record(pid: str, origin: str, question: str | None, **extra: Any) -> dict[str, Any]:
@@ -66,10 +65,10 @@ def _record(pid: str, origin: str, question: str | None, **extra: Any) -> dict[s
             "duplicate_in": None, "duplicate_hamming": None, **extra}
 
 
-def _dedup(new: list[dict], alive: list[dict], refs: D.References, d: int) -> None:
+def _dedup(new: list[dict], alive: list[dict], refs: dedup.References, d: int) -> None:
     """Fingerprint `new` records and mark those that duplicate a reference row, a live pool
     row or an earlier new row (greedy, see dedup.py)."""
-    fps, ok = D.fingerprints([r["question"] for r in new], d)
+    fps, ok = dedup.fingerprints([r["question"] for r in new], d)
     fresh = []
     for k, (rec, m) in enumerate(zip(new, refs.match([r["question"] for r in new]), strict=True)):
         rec["simhash"], rec["_dedupable"] = int(fps[k]), bool(ok[k])
@@ -81,7 +80,7 @@ def _dedup(new: list[dict], alive: list[dict], refs: D.References, d: int) -> No
     rows = alive + fresh
     all_fps = np.array([r["simhash"] for r in rows], dtype=np.uint64)
     all_ok = np.array([r["_dedupable"] for r in rows], dtype=bool)
-    for rec, found in zip(fresh, D.greedy_duplicates(all_fps, all_ok, len(alive), d), strict=True):
+    for rec, found in zip(fresh, dedup.greedy_duplicates(all_fps, all_ok, len(alive), d), strict=True):
         if found is not None:
             of = rows[found[0]]["prompt_id"]
             rec.update(state="duplicate", reason=f"near_duplicate: of pool row {of}",
@@ -92,7 +91,7 @@ def _classify(recs: list[dict], role: Role, cfg: Any, must: str) -> None:
     prompts = [{"prompt_id": r["prompt_id"], "question": r["question"],
                 "must": [r["seed_class_id"] if must == "seed" else r["generation"]["target_id"]]}
                for r in recs]
-    results = C.classify(prompts, lambda st, q, n: role(st, q, n), cfg.classify)
+    results = classify.classify(prompts, lambda st, q, n: role(st, q, n), cfg.classify)
     for rec in recs:
         res = results[rec["prompt_id"]]
         rec.update(scores=res["scores"], labels=res["labels"], primary_id=res["primary_id"])
@@ -102,25 +101,25 @@ def _classify(recs: list[dict], role: Role, cfg: Any, must: str) -> None:
 
 def _examples(alive: list[dict], target: int) -> list[tuple[str, str]]:
     first = [r for r in alive if r["primary_id"] == target]
-    more = [r for r in alive if r not in first and (C.label_passes(r, target)
+    more = [r for r in alive if r not in first and (classify.label_passes(r, target)
                                                     or r["seed_class_id"] == target)]
     return [(r["prompt_id"], r["question"]) for r in first + more]
 
 
 def _expand(cfg: Any, pool: list[dict], targets: list[int], gen: Role, cls: Role,
-            refs: D.References, stats: StageStats) -> tuple[int, list[dict]]:
+            refs: dedup.References, stats: StageStats) -> tuple[int, list[dict]]:
     floor, d = int(cfg.expand.min_per_subdomain), int(cfg.dedup.max_distance)
     requested, rounds = 0, []
     for rnd in range(int(cfg.expand.max_rounds)):
         alive = [r for r in pool if r["state"] is None]
         counts = Counter(r["primary_id"] for r in alive)
-        to_ask = E.plan(counts, targets, floor, float(cfg.expand.oversample))
+        to_ask = expand.plan(counts, targets, floor, float(cfg.expand.oversample))
         if not to_ask:
             break
-        reqs, meta = E.requests(to_ask, {t: _examples(alive, t) for t in to_ask}, cfg.expand, rnd)
+        reqs, meta = expand.requests(to_ask, {t: _examples(alive, t) for t in to_ask}, cfg.expand, rnd)
         requested += len(reqs)
         new = []
-        for c in E.parse(gen("expand.generate", reqs), meta):
+        for c in expand.parse(gen("expand.generate", reqs), meta):
             rec = _record(c["prompt_id"], "generated", c["question"], generation=c["generation"],
                           raw_generation=c["raw"])
             if c["question"] is None:
@@ -136,7 +135,7 @@ def _expand(cfg: Any, pool: list[dict], targets: list[int], gen: Role, cls: Role
                 continue
             target = rec["generation"]["target_id"]
             p = next((s["p"] for s in rec["scores"] if s["id"] == target), None)
-            if not C.label_passes(rec, target):
+            if not classify.label_passes(rec, target):
                 shown = "none" if p is None else f"{p:.3f}"
                 rec.update(state="rejected", reason=f"off_target: p({target})={shown} < "
                            f"classify.delta={cfg.classify.delta}")
@@ -156,7 +155,7 @@ def build(cfg: Any) -> dict[str, Any]:
     targets = validate(cfg)
     seeds = load_prompts(cfg.seeds)
     d = int(cfg.dedup.max_distance)
-    refs = D.References(list(cfg.dedup.references), d)
+    refs = dedup.References(list(cfg.dedup.references), d)
     models = {r: resolve_model(cfg.roles[r], key=f"roles.{r}",
                                provision=not cfg.dry_run) for r in ROLES}
     if cfg.roles.classifier.reasoning:
@@ -199,7 +198,7 @@ def build(cfg: Any) -> dict[str, Any]:
         requested, expand_rounds = _expand(cfg, pool, targets, roles["generator"],
                                            roles["classifier"], refs, stats)
         alive = [r for r in pool if r["state"] is None]
-        outcomes, candidates, respond_rounds = R.rejection_sample(
+        outcomes, candidates, respond_rounds = respond.rejection_sample(
             [{"prompt_id": r["prompt_id"], "question": r["question"], "primary_id": r["primary_id"]}
              for r in alive],
             lambda q: roles["generator"]("respond.generate", q, _prompts_in(q)),
@@ -210,15 +209,15 @@ def build(cfg: Any) -> dict[str, Any]:
         if out["passed"]:
             rec["state"] = "kept"
         else:
-            rec.update(state="rejected", reason="no_passing_response: " + R.rejection_reason(
+            rec.update(state="rejected", reason="no_passing_response: " + respond.rejection_reason(
                 out, int(cfg.respond.max_feedback_rounds)))
     kept = [r for r in pool if r["state"] == "kept"]
     t0 = time.perf_counter()
-    splits = S.split([r["content_hash"] for r in kept], [r["primary_id"] for r in kept],
+    splits = split.split([r["content_hash"] for r in kept], [r["primary_id"] for r in kept],
                      list(cfg.split.fractions), int(cfg.split.seed))
     for rec, s in zip(kept, splits, strict=True):
         rec["split"] = s
-    leak = S.leakage([r["question"] for r in kept], [r["prompt_id"] for r in kept], splits, d,
+    leak = split.leakage([r["question"] for r in kept], [r["prompt_id"] for r in kept], splits, d,
                      float(cfg.split.leakage_target))
     stats.record_cpu("split_leakage", len(kept), time.perf_counter() - t0)
     return write_outputs(cfg, rd, seeds, refs, pool, candidates, models, targets, stats, leak,

@@ -19,20 +19,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aligncultura.builder import templates
 from aligncultura.builder.calls import stable_seed
-from aligncultura.prompts import builder as P
 
 Call = Callable[[list[dict[str, Any]]], dict[str, dict[str, Any]]]
 
 
 def generation_requests(prompt: dict[str, Any], rnd: int, reviews: list[tuple[str, str]],
                         cfg: Any) -> list[dict[str, Any]]:
-    msgs = P.feedback_messages(prompt["question"], reviews) if rnd > 0 and reviews \
-        else P.respond_messages(prompt["question"])
+    msgs = templates.feedback_messages(prompt["question"], reviews) if rnd > 0 and reviews \
+        else templates.respond_messages(prompt["question"])
     out = []
     for i in range(int(cfg.k)):
         rid = f"{prompt['prompt_id']}::respond::r{rnd}::c{i}"
-        out.append({"request_id": rid, "messages": msgs,
+        out.append({"request_id": rid, "row_id": prompt["prompt_id"], "task": "respond",
+                    "sample_index": i, "messages": msgs,
                     "sampling": {"temperature": float(cfg.temperature), "top_p": float(cfg.top_p),
                                  "max_tokens": int(cfg.max_tokens),
                                  "repetition_penalty": float(cfg.repetition_penalty),
@@ -43,12 +44,13 @@ def generation_requests(prompt: dict[str, Any], rnd: int, reviews: list[tuple[st
 def critic_request(prompt: dict[str, Any], rnd: int, i: int, response: str,
                    cfg: Any) -> dict[str, Any]:
     rid = f"{prompt['prompt_id']}::critic::r{rnd}::c{i}"
-    return {"request_id": rid,
-            "messages": P.critic_messages(prompt["question"], prompt["primary_id"], response,
+    return {"request_id": rid, "row_id": prompt["prompt_id"], "task": "critic",
+            "sample_index": i,
+            "messages": templates.critic_messages(prompt["question"], prompt["primary_id"], response,
                                           int(cfg.critique_max_chars)),
             "sampling": {"temperature": float(cfg.critic_temperature),
                          "max_tokens": int(cfg.critic_max_tokens), "seed": stable_seed(cfg.seed, rid),
-                         "structured": P.critic_structured(cfg.critic_structured,
+                         "structured": templates.critic_structured(cfg.critic_structured,
                                                            int(cfg.critique_max_chars))}}
 
 
@@ -100,7 +102,7 @@ def rejection_sample(prompts: list[dict[str, Any]], generate: Call, critic: Call
                 row = verdicts.get(f"{pid}::critic::r{rnd}::c{i}")
                 if row is not None:
                     text = row.get("text") if row.get("status") == "ok" else None
-                    v = P.parse_critique(text, row.get("finish_reason"))
+                    v = templates.parse_critique(text, row.get("finish_reason"))
                     cand.update(critic_status=v.status, critic_reason=v.reason or None,
                                 helpful=v.helpful, harmless=v.harmless, honest=v.honest,
                                 critique=v.critique, passed=v.passed)

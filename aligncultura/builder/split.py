@@ -14,9 +14,9 @@ from typing import Any
 import pyarrow as pa
 
 from aligncultura.builder.dedup import simhash_config
-from aligncultura.data import assign_splits
+from aligncultura.data.split import assign_splits
 from aligncultura.leakage import LeakageConfig, build_index, scan_batches
-from aligncultura.metrics import wilson_ci
+from aligncultura.stats import wilson_ci
 
 SPLITS = ("train", "val", "test")
 

@@ -2,35 +2,44 @@
 
 Pure, vectorised functions over Arrow batches / numpy arrays (no Ray import at module level):
 
-- shingles.py     normalisation, word/char n-grams (CJK falls back to chars), shingle hashes
-- simhash.py      64-bit SimHash, Hamming distance, pigeonhole block tables
-- minhash.py      MinHash signatures with datasketch's permutation schemes
-- lsh.py          LSH bands (datasketch's optimum) and the bucket join shared with SimHash
-- containment.py  lm-eval-style n-gram containment of eval prompts in reference documents
-- clusters.py     within-set dedup: candidates -> exact verification -> union-find clusters
-- pieces.py       reference files cut into ~16 MB pieces (the unit of work), read batch by batch
-- scan.py         eval index, `scan_batch`, in-process and Ray Data runners, summary
+- normalization.py  NFKC, casefold, punctuation and spaces, over a batch's UTF-8 bytes
+- hashing.py        span hashes (poly64, sha1), fmix64, span ranges
+- shingles.py       text batches, word/char n-grams (CJK falls back to chars), shingle sets
+- simhash.py        64-bit SimHash, Hamming distance, pigeonhole block tables
+- minhash.py        MinHash signatures with datasketch's permutation schemes
+- lsh.py            LSH bands (datasketch's optimum) and the bucket join shared with SimHash
+- containment.py    lm-eval-style n-gram containment of eval prompts in reference documents
+- clusters.py       within-set dedup: candidates -> exact verification -> union-find clusters
+- pieces.py         reference files cut into ~16 MB pieces (the unit of work), read batch by batch
+- scan.py           eval index, `scan_batch`, best-match reduction, in-process runner, summary
+- ray.py            every Ray entry point: `scan_ray`, `map_pieces_ray`, `scan_block`,
+                    `ray_fingerprints` (Ray is imported inside the functions only)
+
+Glue for jobs.leakage / jobs.dedup / jobs.benchmark (not re-exported here):
+
+- config.py         the jobs' Hydra configs (registered on import) and input helpers
+- references.py     reference corpora: files, pieces, CSV, scanned past the eval index
+- summary.py        flagged rates with Wilson CIs, benchmark metrics without leaked rows
 """
 
 from .clusters import DedupConfig, exact_clusters, near_duplicate_clusters
 from .containment import ContainmentConfig
 from .minhash import MinHashConfig
+from .normalization import NormalizeConfig
 from .pieces import Piece, list_files, plan_pieces, read_piece
+from .ray import map_pieces_ray, scan_block, scan_ray
 from .scan import (
     LeakageConfig,
     LeakageIndex,
     best_matches,
     build_index,
-    map_pieces_ray,
     scan_batch,
     scan_batches,
-    scan_block,
     scan_files,
     scan_piece,
-    scan_ray,
     summarize,
 )
-from .shingles import NormalizeConfig, ShingleConfig
+from .shingles import ShingleConfig
 from .simhash import SimHashConfig
 
 __all__ = [

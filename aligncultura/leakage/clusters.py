@@ -17,17 +17,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .hashing import U64, fmix64
 from .lsh import band_keys, lsh_params, self_pairs
 from .minhash import MinHashConfig, minhash
+from .normalization import NormalizeConfig, normalize
 from .shingles import (
     OK,
-    U64,
-    NormalizeConfig,
     Shingles,
     TextBatch,
-    fmix64,
     intersection_sizes,
-    normalize,
     shingles,
     unique_sets,
 )

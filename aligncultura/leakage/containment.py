@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shingles import U64, Shingles, TextBatch, ngrams, ranges, unique_sets
+from .hashing import U64, ranges
+from .shingles import Shingles, TextBatch, ngrams, unique_sets
 
 
 @dataclass

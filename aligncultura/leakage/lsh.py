@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .shingles import U64, fmix64
+from .hashing import U64, fmix64
 
 
 def lsh_params(

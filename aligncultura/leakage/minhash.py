@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .shingles import U64, ShingleConfig, Shingles
+from .hashing import U64
+from .shingles import ShingleConfig, Shingles
 
 MERSENNE = U64((1 << 61) - 1)
 MAX32 = U64((1 << 32) - 1)

@@ -2,7 +2,7 @@
 
     index = build_index(eval_texts, eval_ids, LeakageConfig())
     result = scan_files(index, "refs/")            # in-process: piece after piece
-    result = scan_ray(index, "refs/")              # Ray Data: one task per piece
+    result = scan_ray(index, "refs/")              # Ray Data: one task per piece (ray.py)
     summarize(result)                              # flagged share with a Wilson 95% CI
 
 Both runners cut the files into pieces of ~16 MB (pieces.py) and call the same pure
@@ -21,18 +21,19 @@ size: a batch is reduced to at most one row per (eval row, method) before it lea
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aligncultura.stats import wilson_ci
+
 from .containment import ContainmentConfig, ContainmentIndex
 from .lsh import BucketIndex, band_keys, lsh_params
 from .minhash import MinHashConfig, minhash
+from .normalization import NormalizeConfig
 from .pieces import (
     PIECE_BYTES,
     MissingColumn,
@@ -43,7 +44,6 @@ from .pieces import (
     read_piece,
 )
 from .shingles import (
-    NormalizeConfig,
     Shingles,
     TextBatch,
     intersection_sizes,
@@ -316,7 +316,7 @@ def scan_files(
 ) -> pa.Table:
     """In-process scan of Parquet / JSON-lines files or directories, piece by piece.
 
-    The same pieces and `scan_piece` as `scan_ray`, one after the other: memory does not
+    The same pieces and `scan_piece` as `scan_ray` (ray.py), one after the other: memory does not
     depend on how many files there are or how large they are.
     """
     fmt = check_format(fmt)
@@ -325,147 +325,7 @@ def scan_files(
     return best_matches(index, (scan_piece(p, index, batch_size)[0] for p in pieces))
 
 
-_WORKER_INDEX: dict[str, LeakageIndex] = {}
-
-
-def _worker_index(index_ref) -> LeakageIndex:
-    """The index behind `index_ref` (`ray.put(index)` or the index), fetched once per process."""
-    import ray
-
-    key = index_ref.hex() if isinstance(index_ref, ray.ObjectRef) else str(id(index_ref))
-    if key not in _WORKER_INDEX:
-        _WORKER_INDEX.clear()
-        _WORKER_INDEX[key] = ray.get(index_ref) if isinstance(index_ref, ray.ObjectRef) else index_ref
-    return _WORKER_INDEX[key]
-
-
-def scan_block(batch: pa.Table, index_ref) -> pa.Table:
-    """Ray Data map_batches function for custom pipelines: `index_ref` is `ray.put(index)` (or
-    the index itself); the index is fetched once per worker process, then `scan_batch`."""
-    return scan_batch(_worker_index(index_ref), batch)
-
-
-@contextmanager
-def cpu_limit(num_workers: int | None):
-    """Cap the CPUs Ray Data may use (one per task) while the block runs, then restore.
-
-    Unlike a TaskPoolStrategy size this bounds every operator of the dataset. Datasets copy
-    the context when created, so create the dataset inside the block, and consume it there.
-    """
-    import ray
-
-    options = ray.data.DataContext.get_current().execution_options
-    saved = options.resource_limits
-    if num_workers:
-        options.resource_limits = saved.copy(cpu=num_workers)
-    try:
-        yield
-    finally:
-        options.resource_limits = saved
-
-
-class PieceError(ValueError):
-    """A piece failed on a Ray worker with a data error; the message is the worker's."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return (str(text).strip().splitlines() or [type(exc).__name__])[0]
-
-
-_PIECE_OUT = pa.schema([
-    ("matches", pa.list_(pa.struct(list(MATCH_SCHEMA)))),
-    ("counts", pa.string()),  # JSON object of row counts
-    ("error", pa.string()),
-])
-
-
-def _piece_task(batch: pa.Table, fn: Callable, index_ref, kwargs: dict) -> pa.Table:
-    """Ray Data map function: run `fn(piece, index, **kwargs)` on each piece of the batch."""
-    index = _worker_index(index_ref)
-    tables, sizes, counts, errors = [], [], [], []
-    for text in batch["piece"].to_pylist():
-        try:
-            matches, count, error = *fn(Piece.from_json(text), index, **kwargs), None
-        except (ValueError, KeyError, OSError, pa.ArrowException) as exc:  # data errors
-            matches, count, error = MATCH_SCHEMA.empty_table(), {}, _one_line(exc)
-        tables.append(matches.cast(MATCH_SCHEMA))
-        sizes.append(matches.num_rows)
-        counts.append(json.dumps(count))
-        errors.append(error)
-    values = pa.concat_tables([MATCH_SCHEMA.empty_table(), *tables]).to_struct_array().combine_chunks()
-    offsets = pa.array(np.r_[0, np.cumsum(sizes)], pa.int32())
-    return pa.Table.from_arrays([pa.ListArray.from_arrays(offsets, values),
-                                 pa.array(counts, pa.string()), pa.array(errors, pa.string())],
-                                schema=_PIECE_OUT)
-
-
-def map_pieces_ray(
-    fn: Callable, pieces: list[Piece], index: LeakageIndex, num_workers: int | None = None,
-    **kwargs,
-) -> Iterator[tuple[pa.Table, dict]]:
-    """Ray Data: one task per piece running `fn(piece, index, **kwargs) -> (matches, counts)`;
-    yields (matches, summed counts) as tasks finish. The index is broadcast once (ray.put).
-
-    `fn` must be importable on the workers (a module-level function). A data error on a
-    worker (ValueError, KeyError, OSError, pyarrow's) stops the scan with PieceError carrying
-    the worker's one-line message.
-    """
-    import ray
-
-    if not pieces:
-        return
-    with cpu_limit(num_workers):
-        items = [{"piece": p.to_json()} for p in pieces]
-        out = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            _piece_task, fn_kwargs={"fn": fn, "index_ref": ray.put(index), "kwargs": kwargs},
-            batch_format="pyarrow", batch_size=1, num_cpus=1,
-        )
-        for b in out.iter_batches(batch_format="pyarrow", batch_size=None):
-            errors = [e for e in b["error"].to_pylist() if e]
-            if errors:
-                raise PieceError(errors[0])
-            total: dict[str, int] = {}
-            for text in b["counts"].to_pylist():
-                for k, v in json.loads(text).items():
-                    total[k] = total.get(k, 0) + v
-            flat = pc.list_flatten(b["matches"]).combine_chunks()
-            yield pa.Table.from_struct_array(flat).cast(MATCH_SCHEMA), total
-
-
-def scan_ray(
-    index: LeakageIndex, paths, fmt: str = "parquet", num_workers: int | None = None,
-    batch_size: int | None = None, piece_bytes: int | None = None,
-) -> pa.Table:
-    """Ray Data runner: cut the files into pieces of ~`piece_bytes`, scan one piece per task
-    (each worker reads its own piece), reduce on the driver.
-
-    Uses the running Ray instance (or starts a local one, as Ray Data does). num_workers caps
-    the concurrent scan tasks (None: all CPUs). Same result as `scan_files`.
-    """
-    fmt = check_format(fmt)
-    pieces = plan_pieces(list_files(paths, fmt), fmt,
-                         index.config.piece_bytes if piece_bytes is None else piece_bytes)
-    found = map_pieces_ray(scan_piece, pieces, index, num_workers, batch_size=batch_size)
-    return best_matches(index, (matches for matches, _ in found))
-
-
 # ----------------------------------------------------------------------------- summary
-
-
-def _wilson(k: int, n: int) -> tuple[float, float]:
-    try:
-        from aligncultura.metrics import wilson_ci
-    except ImportError:  # TODO: drop once aligncultura.metrics is everywhere this runs
-        from math import sqrt
-
-        if n == 0:
-            return (float("nan"), float("nan"))
-        z, p = 1.959963984540054, k / n
-        den = 1 + z * z / n
-        c, h = (p + z * z / (2 * n)) / den, z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-        return (max(0.0, c - h), min(1.0, c + h))
-    return wilson_ci(k, n)
 
 
 def summarize(result: pa.Table) -> dict:
@@ -473,7 +333,7 @@ def summarize(result: pa.Table) -> dict:
     ok = np.asarray(result["status"].to_pylist()) == "ok"
     flagged = np.asarray(result["flagged"].to_pylist(), dtype=bool) & ok
     k, n = int(flagged.sum()), int(ok.sum())
-    lo, hi = _wilson(k, n)
+    lo, hi = wilson_ci(k, n)
     by_method = {m: int((np.asarray(result["method"].to_pylist(), dtype=object) == m).sum())
                  for m in METHODS}
     return {"flagged": k, "scored": n, "unscored": int((~ok).sum()),

@@ -23,8 +23,9 @@ from itertools import combinations
 
 import numpy as np
 
+from .hashing import U64
 from .lsh import BucketIndex, self_pairs
-from .shingles import U64, ShingleConfig, Shingles
+from .shingles import ShingleConfig, Shingles
 
 _CHUNK_ROWS = 1 << 15  # < 2^16: per-lane counts cannot overflow
 _LANES = U64(0x0001000100010001)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Rendered by aligncultura/slurm.py from slurm/ray_job.sbatch.tmpl (edit the template, not this file).
+# Rendered by aligncultura/cluster/slurm.py from slurm/ray_job.sbatch.tmpl (edit the template, not this file).
 # Boots a Ray cluster over the allocation (Ray's "Deploying on Slurm" pattern: one `ray start --block`
 # srun step for the head on the first node, one for the workers on the others), runs the driver on
 # the batch node with RAY_ADDRESS exported, then stops this job's Ray and exits with the driver's code.

@@ -1,0 +1,1 @@
+"""Stage II: generation and judging stages, verdict parsing, rubrics, metrics."""

@@ -1,0 +1,100 @@
+"""The judging stage: generations -> judge requests -> judgments (JUDGMENT_SCHEMA).
+
+Per generated response: helpfulness is judged pairwise against the dataset's reference helpful
+answer in both orders ("ab": the model's response is A; "ba": it is B) to cancel position bias;
+harmlessness, truthfulness and informativeness are judged once each. Reasoning traces were
+split off at generation and never reach a judge. A prompt without a reference helpful answer
+gets no helpfulness requests (its win rate is skipped, the other metrics are not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from aligncultura.benchmark import rubrics
+from aligncultura.benchmark.generation import TASK as GENERATE
+from aligncultura.benchmark.generation import generated
+from aligncultura.benchmark.verdicts import JUDGMENT_SCHEMA, judgment_record, parse
+from aligncultura.engine.requests import request_table
+
+CRITERIA = ("helpful", "harmless", "truthful", "informative")
+TASK = "judge"
+
+
+def judge_sampling(judge_cfg: Any, criterion: str) -> dict[str, Any]:
+    return {
+        "temperature": float(judge_cfg.temperature),
+        "top_p": 1.0,
+        "max_tokens": int(judge_cfg.max_tokens),
+        "seed": int(judge_cfg.seed),
+        "structured": {"json": rubrics.SCHEMAS[criterion]} if judge_cfg.structured else None,
+    }
+
+
+def requests_for(gen: dict[str, Any], meta: dict[str, Any], judge_cfg: Any,
+                 criteria: tuple[str, ...] = CRITERIA) -> list[dict[str, Any]]:
+    """Judge requests for one generated response (`gen`: a GENERATION_SCHEMA row)."""
+    if gen.get("status") != "ok" or gen.get("response") is None:
+        return []
+    q, sub, resp = meta["question"], meta.get("subdomain") or "None", gen["response"]
+    rid, k = gen["row_id"], int(gen["sample_index"])
+    out = []
+
+    def add(criterion: str, messages: list[dict[str, str]], order: str = "") -> None:
+        out.append({"request_id": f"{rid}::j{k}::{criterion}::{order}", "row_id": rid,
+                    "task": TASK, "sample_index": k, "criterion": criterion, "order": order,
+                    "messages": messages, "sampling": judge_sampling(judge_cfg, criterion)})
+
+    if "helpful" in criteria and meta.get("helpful_ref"):
+        ref = meta["helpful_ref"]
+        add("helpful", rubrics.helpfulness_messages(q, sub, resp, ref), "ab")
+        add("helpful", rubrics.helpfulness_messages(q, sub, ref, resp), "ba")
+    if "harmless" in criteria:
+        add("harmless", rubrics.harmlessness_messages(q, sub, resp))
+    if "truthful" in criteria:
+        add("truthful", rubrics.truthful_messages(q, sub, resp, meta.get("honest_ref")))
+    if "informative" in criteria:
+        add("informative", rubrics.informative_messages(q, sub, resp))
+    return out
+
+
+def judgment_rows(completions: pa.Table, model_name: str, judge_name: str) -> pa.Table:
+    """Judge completions -> JUDGMENT_SCHEMA rows; an engine failure is `unscored`, never 0."""
+    rows = []
+    for c in completions.to_pylist():
+        criterion = c["criterion"]
+        finish = "error" if c["status"] != "ok" else c["finish_reason"]
+        verdict = parse(criterion, c["text"], finish)
+        rows.append(judgment_record(verdict, row_id=c["row_id"], model=model_name,
+                                    judge=judge_name, sample_index=c["sample_index"],
+                                    criterion=criterion, order=c["order"] or "",
+                                    prompt_version=rubrics.VERSIONS[criterion]))
+    return pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA)
+
+
+class JudgeFollowup:
+    """Builds judge requests from a generation batch inside the engine replica.
+
+    When the model under test and the judge are one preset, `LLMStage` runs this right after
+    generating a batch, so one engine serves both and judging is pipelined with generation.
+    """
+
+    def __init__(self, meta: dict[str, dict[str, Any]], judge_cfg: dict[str, Any],
+                 criteria: tuple[str, ...] = CRITERIA, key_salt: str | None = None):
+        from omegaconf import OmegaConf
+
+        self.meta = meta
+        self.judge_cfg = OmegaConf.create(judge_cfg)
+        self.criteria = criteria
+        self.key_salt = key_salt
+
+    def __call__(self, completions: pa.Table) -> pa.Table:
+        out = []
+        for c in completions.to_pylist():
+            if c["task"] == GENERATE:
+                gen = generated(c)
+                out.extend(requests_for(gen, self.meta[gen["row_id"]], self.judge_cfg,
+                                        self.criteria))
+        return request_table(out, self.key_salt)

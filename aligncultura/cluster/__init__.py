@@ -1,0 +1,1 @@
+"""Slurm rendering and submission, sweep status."""

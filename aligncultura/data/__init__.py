@@ -1,0 +1,1 @@
+"""The input contract: readers, quarantine, split; the cultural taxonomy; the embedded sample."""

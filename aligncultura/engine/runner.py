@@ -1,0 +1,240 @@
+"""Scheduling: run a request table through an engine, in this process or on Ray Data.
+
+Stages never know where they run. `run_requests(requests, ...)` is the one request loop: row
+cache, engine, progress and timing. Underneath, `complete(requests, ...)` yields completion
+batches as they finish (each persisted to the row cache at once) whichever executor the config
+names:
+- ``local``: one `LLMStage` in this process, kept for the job's life and reused by every call
+  with the same model (a benchmark whose model and judge are one preset starts one engine);
+- ``ray``: a Ray Data ``map_batches`` actor pool of `LLMStage` replicas placed by
+  ``engine.replicas``, ``num_cpus_per_replica`` and ``num_gpus_per_replica``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from aligncultura.cluster.ray_session import init_ray
+from aligncultura.engine.models import ResolvedModel
+from aligncultura.engine.progress import Progress
+from aligncultura.engine.requests import (
+    COMPLETION_SCHEMA,
+    failed_completions,
+    identities,
+    request_table,
+)
+
+_LOCAL_ENGINES: dict[str, Any] = {}
+
+
+def _stage_kwargs(model: ResolvedModel, model_cfg: Any, engine_cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    def plain(x):
+        return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
+
+    engine_kwargs = {**plain(engine_cfg.engine_kwargs), **plain(model_cfg.engine_kwargs)}
+    if model_cfg.trust_remote_code:
+        engine_kwargs["trust_remote_code"] = True
+    return {
+        "model": model.to_dict(),
+        "engine_kwargs": engine_kwargs,
+        "chat_template_kwargs": plain(model_cfg.chat_template_kwargs),
+        "threads": engine_cfg.threads,
+        "env": {k: str(v) for k, v in plain(engine_cfg.env).items()},
+        "cpu": engine_cfg.num_gpus_per_replica == 0,
+    }
+
+
+def _engine_key(kwargs: dict[str, Any]) -> str:
+    return json.dumps(kwargs, sort_keys=True, default=str)
+
+
+def local_engine(model: ResolvedModel, model_cfg: Any, engine_cfg: Any):
+    from aligncultura.engine.vllm_stage import LLMStage
+
+    kwargs = _stage_kwargs(model, model_cfg, engine_cfg)
+    key = _engine_key(kwargs)
+    if key not in _LOCAL_ENGINES:
+        _LOCAL_ENGINES[key] = LLMStage(**kwargs)
+    return _LOCAL_ENGINES[key]
+
+
+def actor_pool(replicas: int):
+    """The engine stage's Ray Data compute strategy: `replicas` actors, one call at a time each,
+    run on the actor's main thread.
+
+    By default Ray Data wraps an actor UDF so that `__init__` runs on the actor's main thread
+    and every `__call__` on a separate executor thread. vLLM's CPU worker binds its OpenMP
+    threads when the engine starts, i.e. for the constructing thread; calls from another
+    thread get a fresh, unbound OpenMP team and ran ~20% slower here (bench/bench_engine.py:
+    the engine's two compute threads at 84% + 55% CPU instead of 98% + 97%).
+    `enable_true_multi_threading` drops that wrapper; `max_concurrent_calls_per_actor=1`
+    keeps one batch at a time per engine (vllm.LLM is not thread-safe).
+    """
+    import ray
+
+    return ray.data.ActorPoolStrategy(size=replicas, max_concurrent_calls_per_actor=1,
+                                      enable_true_multi_threading=True)
+
+
+def same_engine(a: tuple[ResolvedModel, Any], b: tuple[ResolvedModel, Any], engine_cfg: Any) -> bool:
+    """Would the two (model, model_cfg) pairs load the very same engine?"""
+    return a[0].source != "api" and _engine_key(_stage_kwargs(*a, engine_cfg)) == _engine_key(
+        _stage_kwargs(*b, engine_cfg))
+
+
+def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
+             engine_cfg: Any, followup: Any = None, cache: Any = None,
+             stats: dict | None = None) -> Iterator[pa.Table]:
+    """Yield completion tables (engine.COMPLETION_SCHEMA) batch by batch as they finish.
+
+    With a `cache` (aligncultura.engine.cache.RowCache), requests whose key is cached are served from
+    it first (``cached=True``) and every computed batch is persisted as soon as it arrives; when
+    nothing is left to compute no engine starts. `followup` (see `LLMStage.process`) lets the
+    same engine serve a second round of requests built from each batch, in the same replica.
+    `stats` (a dict) receives ``cached``/``computed``/``failed`` request counts.
+    """
+    stats = stats if stats is not None else {}
+    stats.setdefault("cached", 0)
+    stats.setdefault("computed", 0)
+    if requests.num_rows == 0:
+        return
+    if cache is not None:
+        hits, todo = [], []
+        for i, (ident, key) in enumerate(zip(identities(requests),
+                                             requests.column("key").to_pylist(), strict=True)):
+            rows = cache.get(key) if key else None
+            if rows:
+                hits.extend({**r, **ident, "cached": True} for r in rows)
+            else:
+                todo.append(i)
+        stats["cached"] += requests.num_rows - len(todo)
+        if hits:
+            yield pa.Table.from_pylist(hits, schema=COMPLETION_SCHEMA)
+        requests = requests.take(pa.array(todo, pa.int64()))
+        if requests.num_rows == 0:
+            return
+    stats["computed"] += requests.num_rows
+    key_of = dict(zip(requests.column("request_id").to_pylist(),
+                      requests.column("key").to_pylist(), strict=True))
+    for batch in _complete(requests, model, model_cfg, engine_cfg, followup):
+        if cache is not None:
+            rows = batch.to_pylist()
+            for r in rows:  # engines that do not echo keys (API) get them here
+                if not r.get("key"):
+                    r["key"] = key_of.get(r["request_id"])
+            cache.put(rows)
+        yield batch
+
+
+def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
+    if model.source == "api":
+        from aligncultura.engine.api import complete_api
+
+        yield from complete_api(requests, model, model_cfg, engine_cfg)
+        return
+    if engine_cfg.executor == "local":
+        stage = local_engine(model, model_cfg, engine_cfg)
+        for batch in requests.to_batches(max_chunksize=engine_cfg.batch_size):
+            yield stage.process(pa.Table.from_batches([batch]), followup)
+        return
+    if engine_cfg.executor != "ray":
+        raise ValueError(f"engine.executor={engine_cfg.executor!r}: use ray or local")
+    yield from _complete_ray(requests, model, model_cfg, engine_cfg, followup)
+
+
+def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
+    init_ray()  # before `import ray`: it sets the environment Ray reads at import
+    import ray
+
+    from aligncultura.engine.vllm_stage import LLMStage
+
+    kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup}
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.verbose_stats_logs = False
+    replicas = int(engine_cfg.replicas)
+    if replicas <= 0:  # auto: one replica per GPU group, or one on a CPU-only cluster
+        gpus = ray.cluster_resources().get("GPU", 0)
+        per = engine_cfg.num_gpus_per_replica or 0
+        replicas = max(1, int(gpus // per)) if per else 1
+    n_blocks = max(1, -(-requests.num_rows // engine_cfg.batch_size))
+    ds = ray.data.from_arrow(requests).repartition(n_blocks)
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
+    ds = ds.map_batches(
+        LLMStage,
+        fn_constructor_kwargs=kwargs,
+        batch_size=engine_cfg.batch_size,
+        batch_format="pyarrow",
+        compute=actor_pool(replicas),
+        num_cpus=engine_cfg.num_cpus_per_replica,
+        num_gpus=engine_cfg.num_gpus_per_replica or None,
+        max_restarts=engine_cfg.max_restarts,
+        max_task_retries=engine_cfg.max_restarts,
+    )
+    from aligncultura.rundir import raise_if_interrupted
+
+    seen: set[str] = set()
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+            seen.update(batch.column("request_id").to_pylist())
+            yield batch
+            raise_if_interrupted()  # the batch is persisted by now
+    except Exception as exc:  # noqa: BLE001 - replicas died past their retries
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        error = f"engine failed after {engine_cfg.max_restarts} restarts: {type(exc).__name__}: " \
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        print(f"warning: {error}; the rows not finished are marked failed", file=sys.stderr)
+        left = [i for i, rid in enumerate(requests.column("request_id").to_pylist())
+                if rid not in seen]
+        yield failed_completions(requests.take(pa.array(left, pa.int64())), error)
+
+
+@dataclass
+class Pass:
+    """What one pass of a request table through an engine returned."""
+
+    completions: pa.Table  # COMPLETION_SCHEMA: every row, cached or computed, followups too
+    wall_s: float
+    cached: int  # requests served from the row cache
+    computed: int  # requests sent to an engine
+
+
+def run_requests(requests: list[dict[str, Any]] | pa.Table, model: ResolvedModel, model_cfg: Any,
+                 engine_cfg: Any, *, label: str, cache: Any = None, followup: Any = None,
+                 progress: bool = True) -> Pass:
+    """The request loop every stage uses: the row cache, then the engine, with a progress line.
+
+    `requests`: request dicts (see `requests.request_table`; keyed here with the cache's salt)
+    or a request table. Progress counts these requests; its token rate counts every token the
+    engine produced, followup requests included (a shared generate + judge pass rates both).
+    """
+    if not isinstance(requests, pa.Table):
+        requests = request_table(requests, cache.salt if cache is not None else None)
+    stats: dict[str, int] = {}
+    own = set(requests.column("request_id").to_pylist())
+    bar = Progress(label, len(own), enabled=progress)
+    parts = []
+    t0 = time.perf_counter()
+    for batch in complete(requests, model, model_cfg, engine_cfg, followup, cache=cache,
+                          stats=stats):
+        parts.append(batch)
+        mine = pa.array([rid in own for rid in batch.column("request_id").to_pylist()])
+        main, side = batch.filter(mine), batch.filter(pc.invert(mine))
+        live = side.filter(pc.invert(pc.fill_null(side.column("cached"), False)))
+        bar.update(len(set(main.column("request_id").to_pylist())), batch=main,
+                   tokens=sum(live.column("output_tokens").to_pylist()))
+    wall = time.perf_counter() - t0
+    completions = pa.concat_tables(parts) if parts else COMPLETION_SCHEMA.empty_table()
+    return Pass(completions, wall, stats.get("cached", 0), stats.get("computed", 0))

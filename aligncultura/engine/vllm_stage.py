@@ -1,0 +1,201 @@
+"""The only module that imports vLLM: engine loading, chat, sampling, structured outputs.
+
+`LLMStage` holds one engine and turns a request table (`engine.requests.REQUEST_SCHEMA`) into
+a completion table (`engine.requests.COMPLETION_SCHEMA`): per returned sample its text, the
+reasoning trace split off, finish reason, token counts, latency and cost, with the request's
+identity columns copied through. Only `engine.runner` imports this module.
+
+Why a Ray Data ``map_batches`` actor pool and not ``ray.data.llm``'s processor: the processor
+builds its own engine stage per call and, on CPU, needs a placement-group workaround and
+imports ``ray.serve`` unless told not to; we also need per-row sampling and structured
+outputs from one engine, the chat template's ``system_prompt`` semantics, reasoning traces
+split off, and the same callable to run in-process for tests and debugging. A small callable
+class (load once in ``__init__``, transform a batch in ``__call__``) does all of that with the
+engine settings passed straight through (``engine_kwargs``), and `engine/runner.py` places it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from aligncultura.engine.requests import COMPLETION_SCHEMA, identities, split_reasoning
+
+# never phone home: no hub downloads (models are provisioned or read from the local HF cache
+# only) and no usage statistics. vLLM's CPU settings (in-process engine core, KV cache size) are
+# engine settings: they live in conf/engine/cpu.yaml's `env`, applied after these.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def sampling_params(spec: dict[str, Any]):
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    spec = {k: v for k, v in spec.items() if v is not None}
+    structured = spec.pop("structured", None)
+    if structured:
+        allowed = {"json", "choice", "regex", "grammar"}
+        unknown = set(structured) - allowed
+        if unknown:
+            raise ValueError(f"structured output kind {sorted(unknown)} unknown: use {sorted(allowed)}")
+        if "json" in structured:  # compact JSON: a small judge cannot run away in whitespace
+            structured = {**structured, "disable_any_whitespace": True}
+        spec["structured_outputs"] = StructuredOutputsParams(**structured)
+    return SamplingParams(**spec)
+
+
+def apply_env(env: dict[str, str] | None, cpu: bool) -> None:
+    """Set the engine's environment before vllm is imported: `OFFLINE_ENV` (on CPU, unless
+    already set), then `engine.env`."""
+    if cpu:
+        for k, v in OFFLINE_ENV.items():
+            os.environ.setdefault(k, v)
+    for k, v in (env or {}).items():
+        os.environ[k] = str(v)
+
+
+class LLMStage:
+    """Holds one vLLM engine; ``__call__`` maps a request batch to completions."""
+
+    def __init__(self, model: dict[str, Any], engine_kwargs: dict[str, Any],
+                 chat_template_kwargs: dict[str, Any] | None = None, threads: int | None = None,
+                 env: dict[str, str] | None = None, cpu: bool = True, followup: Any = None):
+        t0 = time.perf_counter()
+        apply_env(env, cpu)
+        if cpu:
+            # Ray sets OMP_NUM_THREADS=1 in a 1-CPU actor; vLLM's CPU attention binds its own
+            # threads and aborts when the two disagree, so give torch the same count first.
+            n = threads or len(os.sched_getaffinity(0)) or 1
+            os.environ["OMP_NUM_THREADS"] = str(n)
+            import torch
+
+            torch.set_num_threads(n)
+        from vllm import LLM
+
+        kwargs = {"disable_log_stats": False, **engine_kwargs}
+        if model.get("tokenizer"):
+            kwargs.setdefault("tokenizer", model["tokenizer"])
+        if model.get("revision"):
+            kwargs.setdefault("revision", model["revision"])
+        self.lora = None
+        if model.get("lora_path"):
+            from vllm.lora.request import LoRARequest
+
+            kwargs.setdefault("enable_lora", True)
+            self.lora = LoRARequest("adapter", 1, model["lora_path"])
+        self.llm = LLM(model=model["path"], **kwargs)
+        self.chat_template_kwargs = chat_template_kwargs or None
+        self.followup = followup
+        self.engine_start_s = time.perf_counter() - t0
+
+    def _abort_unfinished(self) -> int:
+        """Abort what a failed `LLM.chat` left in the engine. `LLM._run_engine` steps until no
+        request is unfinished, so a half-processed request left behind by an exception would
+        make every later call on this engine spin forever (seen with vLLM 0.32 on CPU)."""
+        try:
+            engine = self.llm.llm_engine
+            left = list(engine.output_processor.request_states)
+            if left:
+                engine.abort_request(left, internal=True)  # request_states holds internal ids
+            return len(left)
+        except Exception:  # noqa: BLE001 - best effort; the fallback reports per-row errors
+            return -1
+
+    def _chat(self, conversations, params):
+        return self.llm.chat(conversations, sampling_params=params, use_tqdm=False,
+                             lora_request=self.lora, chat_template_kwargs=self.chat_template_kwargs)
+
+    def __call__(self, batch: pa.Table | dict) -> pa.Table:
+        return self.process(batch, self.followup)
+
+    def process(self, batch: pa.Table | dict, followup: Any = None) -> pa.Table:
+        """Complete a request batch; `followup(completions, {})` may add a second round of
+        requests (e.g. judging what was just generated) served by the same engine."""
+        out = self._complete(batch)
+        if followup is not None:
+            more = followup(out)
+            if more is not None and more.num_rows:
+                out = pa.concat_tables([out, self._complete(more)])
+        return out
+
+    def _complete(self, batch: pa.Table | dict) -> pa.Table:
+        if not isinstance(batch, pa.Table):
+            batch = pa.table(batch)
+        ids = batch.column("request_id").to_pylist()
+        idents = identities(batch)
+        keys = batch.column("key").to_pylist() if "key" in batch.column_names else [None] * len(ids)
+        conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
+        specs = [json.loads(s) for s in batch.column("sampling").to_pylist()]
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        rows: list[dict[str, Any]] = []
+        try:
+            outputs = self._chat(conversations, [sampling_params(s) for s in specs])
+        except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
+            outputs = None
+            first_error = f"{type(exc).__name__}: {exc}"[:500]
+            left = self._abort_unfinished()
+            print(f"warning: an engine batch of {len(ids)} requests failed ({first_error[:200]});"
+                  f" aborted {left} unfinished, retrying one request at a time",
+                  file=sys.stderr, flush=True)
+        wall = time.perf_counter() - t0
+        if outputs is None:
+            outputs = []
+            for conv, spec in zip(conversations, specs, strict=True):
+                try:
+                    outputs.append(self._chat([conv], [sampling_params(spec)])[0])
+                except Exception as exc:  # noqa: BLE001 - this row fails, the batch goes on
+                    outputs.append(f"{type(exc).__name__}: {exc}"[:500] or first_error)
+        for ident, key, out in zip(idents, keys, outputs, strict=True):
+            if isinstance(out, str):
+                rows.append({**ident, "output_index": 0, "text": None, "reasoning": None,
+                             "finish_reason": "error", "input_tokens": 0, "output_tokens": 0,
+                             "latency_s": None, "status": "failed", "error": out, "key": key})
+                continue
+            latency = _latency(out, wall)
+            for i, comp in enumerate(out.outputs):
+                reasoning, text = split_reasoning(comp.text)
+                rows.append({
+                    **ident, "output_index": i, "text": text, "reasoning": reasoning,
+                    "finish_reason": str(comp.finish_reason), "status": "ok", "error": None,
+                    "input_tokens": len(out.prompt_token_ids or []),
+                    "output_tokens": len(comp.token_ids), "latency_s": latency, "key": key,
+                    "logprobs_json": logprobs_json(comp.logprobs),
+                })
+        cpu = time.process_time() - cpu0
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for r in rows:
+            r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / max(len(rows), 1),
+                     peak_rss_mb=rss, cached=False)
+        return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
+
+
+def logprobs_json(logprobs: Any) -> str | None:
+    """vLLM's per-token ``{token_id: Logprob}`` maps as JSON, each step ordered by rank."""
+    if not logprobs:
+        return None
+    steps = []
+    for step in logprobs:
+        items = sorted(step.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)
+        steps.append([[lp.decoded_token or "", float(lp.logprob)] for lp in items])
+    return json.dumps(steps)
+
+
+def _latency(out: Any, wall: float) -> float:
+    m = getattr(out, "metrics", None)
+    queued = getattr(m, "queued_ts", 0.0) or getattr(m, "scheduled_ts", 0.0)
+    last = getattr(m, "last_token_ts", 0.0)
+    if m is not None and last and queued and last >= queued:
+        return float(last - queued)
+    return float(wall)

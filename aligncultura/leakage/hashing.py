@@ -1,0 +1,138 @@
+"""Hashes of byte spans, vectorised: MurmurHash3's fmix64, the poly64 polynomial hash, sha1.
+
+Shingle hashes (`ShingleConfig.hash`, shingles.py):
+- ``"poly64"`` (default): each unit (word or character) is hashed once, as a polynomial over
+  its bytes mod 2^64 (prefix sums, see `poly_spans`), mixed with MurmurHash3's fmix64; an
+  n-gram is the same polynomial over its n unit hashes, mixed again. A few numpy passes per
+  byte and per shingle, and a word's hash is shared by every shingle size that contains it.
+  Not collision-resistant against an adversary; fine for telling texts apart.
+- ``"sha1"``: the first 8 bytes of SHA-1 of the shingle's bytes, little-endian. Its low
+  32 bits are exactly datasketch's ``sha1_hash32``, so MinHash signatures equal
+  datasketch's bit for bit (see minhash.py). About 0.3-1 us per shingle in CPython.
+
+Also `ranges`, the span-to-index helper every stage uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from operator import methodcaller
+
+import numpy as np
+
+U64 = np.uint64
+_FMIX1 = U64(0xFF51AFD7ED558CCD)
+_FMIX2 = U64(0xC4CEB9FE1A85EC53)
+_BASE = 0x9E3779B97F4A7C15  # odd: its powers are invertible mod 2^64
+LEN_SALT = U64(0x2545F4914F6CDD1D)
+_CHUNK = 1 << 18  # values per prefix-sum window: bounds memory for 10+ MB texts
+
+
+def fmix64(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser (a bijection that avalanches), on a copy of x."""
+    x = np.array(x, dtype=U64, copy=True)
+    t = np.empty_like(x)
+    for mult in (_FMIX1, _FMIX2):
+        np.right_shift(x, U64(33), out=t)
+        x ^= t
+        x *= mult
+    np.right_shift(x, U64(33), out=t)
+    x ^= t
+    return x
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + l) for every (s, l), without a Python loop."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    if len(lengths) == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    step = np.ones(int(ends[-1]), dtype=np.int64)
+    step[0] = starts[0]
+    step[ends[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
+    return np.cumsum(step)
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    out = np.full(max(n, 1), base, dtype=U64)
+    out[0] = 1
+    return np.cumprod(out, dtype=U64)  # wraps mod 2^64, which is the intent
+
+
+_POW = (_powers(_BASE, _CHUNK + 1), _powers(pow(_BASE, -1, 1 << 64), _CHUNK + 1))
+
+
+def _pow_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X^i, X^-i) mod 2^64 for i <= n; grows only for a single span longer than _CHUNK."""
+    if n + 1 <= len(_POW[0]):
+        return _POW
+    return _powers(_BASE, n + 1), _powers(pow(_BASE, -1, 1 << 64), n + 1)
+
+
+def poly_spans(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """sum_j values[s + j] * X^j mod 2^64 for every span [s, e) (spans sorted by start).
+
+    With prefix sums P[i] = sum_{j<i} values[j] X^j, a span is (P[e] - P[s]) * X^-s: three
+    streaming passes over the values and a few gathers per span, whatever the span lengths.
+    Done in windows of about _CHUNK values so memory stays bounded on 10+ MB texts.
+    """
+    out = np.empty(len(starts), dtype=U64)
+    if len(starts) == 0:
+        return out
+    reach = np.maximum.accumulate(ends)
+    lo = 0
+    while lo < len(starts):
+        base = int(starts[lo])
+        hi = max(int(np.searchsorted(reach, base + _CHUNK, "right")), lo + 1)
+        width = int(reach[hi - 1]) - base
+        pw, inv = _pow_tables(width)
+        pre = np.zeros(width + 1, dtype=U64)
+        np.cumsum(np.multiply(values[base : base + width], pw[:width], dtype=U64), out=pre[1:])
+        s = starts[lo:hi] - base
+        h = pre[ends[lo:hi] - base]
+        h -= pre[s]
+        h *= inv[s]
+        out[lo:hi] = h
+        lo = hi
+    return out
+
+
+_ASCII_HASH: np.ndarray | None = None
+
+
+def hash_chars(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """`hash_spans_poly` of single characters, with a 128-entry table for ASCII ones."""
+    global _ASCII_HASH
+    if _ASCII_HASH is None:
+        codes = np.arange(128, dtype=np.int64)
+        _ASCII_HASH = hash_spans_poly(codes.astype(np.uint8), codes, codes + 1)
+    first = buf[starts]
+    if len(first) and int(first.max()) < 0x80:
+        return _ASCII_HASH[first]
+    out = np.empty(len(starts), dtype=U64)
+    ascii_ = first < 0x80
+    out[ascii_] = _ASCII_HASH[first[ascii_]]
+    wide = np.flatnonzero(~ascii_)
+    out[wide] = hash_spans_poly(buf, starts[wide], ends[wide])
+    return out
+
+
+def hash_spans_poly(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """poly64 hash of buf[s:e] for every span: polynomial over the bytes, length, fmix64."""
+    h = poly_spans(buf, starts, ends)
+    h += (ends - starts).astype(U64) * LEN_SALT
+    return fmix64(h)
+
+
+def hash_spans_sha1(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """First 8 bytes of SHA-1 of buf[s:e], little-endian (low 32 bits = datasketch sha1_hash32)."""
+    if len(starts) == 0:
+        return np.zeros(0, dtype=U64)
+    data = buf.tobytes()
+    pieces = map(data.__getitem__, map(slice, starts.tolist(), ends.tolist()))
+    digests = b"".join(map(methodcaller("digest"), map(hashlib.sha1, pieces)))
+    mat = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 20)[:, :8]
+    return np.ascontiguousarray(mat).view("<u8").ravel().astype(U64)

@@ -1,1 +1,0 @@
-"""Versioned prompt builders, one small module per role."""
