@@ -59,6 +59,9 @@ class ModelConfig:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. enable_thinking
     reasoning: bool = False  # emits <think>...</think>: kept apart from the response
     reasoning_max_tokens: int | None = None  # extra token budget for the trace
+    # the chat template opens <think> itself (the output starts inside the trace): an output
+    # without </think> ran out of tokens while reasoning and is `truncated_reasoning`, not judged
+    reasoning_opens_think: bool = False
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # model-specific vLLM settings
     api: ApiConfig = field(default_factory=ApiConfig)
 
@@ -99,6 +102,19 @@ class WandbConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """A judge *role*: a model preset plus how it is asked."""
+
+    model: ModelConfig = MISSING
+    temperature: float = 0.0
+    max_tokens: int = 256  # >= 128 so JSON verdicts are not cut off
+    seed: int = 0
+    structured: bool = True  # JSON-schema structured outputs
+    max_unscored_rate: float = 0.05  # fraction; above it the run fails (results kept)
+    demo_only: bool = False  # its scores demonstrate the pipeline, not judgement quality
+
+
+@dataclass
 class GenerateJobConfig:
     model: ModelConfig = MISSING
     dataset: InputConfig = field(default_factory=InputConfig)
@@ -111,19 +127,9 @@ class GenerateJobConfig:
     cache_dir: str | None = None
     dry_run: bool = False
     progress: bool = True
-
-
-@dataclass
-class JudgeConfig:
-    """A judge *role*: a model preset plus how it is asked."""
-
-    model: ModelConfig = MISSING
-    temperature: float = 0.0
-    max_tokens: int = 256  # >= 128 so JSON verdicts are not cut off
-    seed: int = 0
-    structured: bool = True  # JSON-schema structured outputs
-    max_unscored_rate: float = 0.05  # fraction; above it the run fails (results kept)
-    demo_only: bool = False  # its scores demonstrate the pipeline, not judgement quality
+    # the judge an experiment pins (experiment=cluster) composes here too; jobs.generate does
+    # not judge, so it is never read
+    judge: JudgeConfig | None = None
 
 
 @dataclass
@@ -140,6 +146,9 @@ class BenchConfig:
     # a jobs.leakage leakage.parquet for these prompts: metrics.json also gets `without_leaked`
     # (the metrics on the rows it did not flag) and how many rows that excluded
     leakage_report: str | None = None
+    # generations excluded from every metric (engine errors, truncated reasoning) above this
+    # share of all generations fail the run (exit 2) after every output is written
+    max_failed_rate: float = 0.05
 
 
 @dataclass

@@ -34,7 +34,13 @@ from aligncultura.benchmark.agreement import (
 )
 from aligncultura.benchmark.generation import TASK as GENERATE
 from aligncultura.benchmark.generation import generation_requests, generation_rows
-from aligncultura.benchmark.judging import JudgeFollowup, judgment_rows, requests_for
+from aligncultura.benchmark.judging import (
+    JudgeFollowup,
+    generation_outcomes,
+    judgment_rows,
+    refusal_judgments,
+    requests_for,
+)
 from aligncultura.benchmark.metrics import compute_metrics
 from aligncultura.benchmark.report import results_table
 from aligncultura.data.reader import load_prompts, quarantine_table
@@ -84,8 +90,10 @@ def _judge(cfg, gens, meta, judge_cfg, judge_model, criteria, model_name, stats)
     done = run_requests(reqs, judge_model, judge_cfg.model, cfg.engine, cache=cache,
                         label=f"judge {judge_model.name}", progress=cfg.progress)
     stats.update(cached=done.cached, computed=done.computed)
-    return judgment_rows(done.completions, model_name, judge_model.name), done.completions, \
-        done.wall_s
+    judged = pa.concat_tables([  # an API's policy refusals are scored by rule, not judged
+        judgment_rows(done.completions, model_name, judge_model.name),
+        refusal_judgments(gens, meta, model_name, judge_model.name, criteria)])
+    return judged, done.completions, done.wall_s
 
 
 def _determinism_probe(cfg, prompts, meta, model, judge, seeds, criteria, gens, judgments):
@@ -142,6 +150,9 @@ def run(cfg: Any) -> dict[str, Any]:
     seeds = list(cfg.bench.seeds) if cfg.bench.seeds else \
         ([0, 1, 2] if cfg.engine.num_gpus_per_replica else [0])
     criteria, n = tuple(cfg.bench.criteria), int(cfg.generation.n)
+    if not 0 <= cfg.bench.max_failed_rate <= 1:
+        raise JobError(f"bench.max_failed_rate={cfg.bench.max_failed_rate}: give a share of the "
+                       "generations in [0, 1]")
     if not 0 <= cfg.bench.determinism_sample <= 1:
         raise JobError(f"bench.determinism_sample={cfg.bench.determinism_sample}: give a share "
                        "of the prompts in [0, 1] (0 = no determinism probe)")
@@ -189,10 +200,13 @@ def run(cfg: Any) -> dict[str, Any]:
     row_meta = {rid: m["class_id"] if m["class_id"] is not None else 41 for rid, m in meta.items()}
     states = write_row_states(rd, prompts, gens, judgments)
     if judgments.num_rows == 0:
-        raise JobError(f"no judgments: every generation failed (see {rd / 'generations.parquet'})")
+        why = ", ".join(f"{k} {v}" for k, v in generation_outcomes(gens)["by_reason"].items() if v)
+        raise JobError(f"no judgments: every generation was left out of the metrics ({why}); "
+                       f"see {rd / 'generations.parquet'}")
     metrics = compute_metrics(judgments, row_meta, n_resamples=cfg.bench.n_resamples,
                               seed=cfg.bench.ci_seed)
     metrics["position_flip"] = position_flip_rate(judgments)
+    metrics["generation_failed"] = generation_outcomes(gens)
     if cfg.bench.leakage_report:
         from aligncultura.leakage.summary import without_leaked
 
@@ -222,11 +236,21 @@ def run(cfg: Any) -> dict[str, Any]:
         metrics["determinism"] = determinism
     rd.write_json("metrics.json", metrics)
     failures = unscored_failures(judgments, judge.name, cfg.judge.max_unscored_rate)
+    if judgments2 is not None:
+        failures += unscored_failures(judgments2, judge2.name, judge2_cfg.max_unscored_rate)
+    outcome = metrics["generation_failed"]
+    if outcome["excluded_rate"] > cfg.bench.max_failed_rate:
+        why = ", ".join(f"{k} {v}" for k, v in outcome["by_reason"].items() if v)
+        failures.append(f"{outcome['excluded']}/{outcome['total']} generations failed and are "
+                        f"left out of every metric ({why}) > bench.max_failed_rate="
+                        f"{cfg.bench.max_failed_rate}")
     summary = {
         "job": "benchmark", "model": model.name, "judge": judge.name,
         "rows": {**prompts.counts, "states": states},
         "generations": {"expected": expected, "written": gens.num_rows,
                         "failed": sum(s != "ok" for s in gens.column("status").to_pylist()),
+                        "by_status": {s: gens.column("status").to_pylist().count(s)
+                                      for s in sorted(set(gens.column("status").to_pylist()))},
                         **gen_stats},
         "judgments": {"written": judgments.num_rows,
                       "unscored": sum(s != "scored" for s in judgments.column("status").to_pylist()),

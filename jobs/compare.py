@@ -57,7 +57,8 @@ def run(cfg: Any) -> dict[str, Any]:
     if cfg.plots and importlib.util.find_spec("matplotlib") is None:
         raise JobError("plots=true needs matplotlib: pip install matplotlib (or plots=false)")
     runs_spec = OmegaConf.to_container(cfg.runs) if OmegaConf.is_config(cfg.runs) else cfg.runs
-    runs = load_runs(runs_spec, exclude=Path(cfg.run_dir) if cfg.run_dir else None)
+    runs = load_runs(runs_spec, exclude=Path(cfg.run_dir) if cfg.run_dir else None,
+                     include_failed=cfg.include_failed)
     print(f"compare: {len(runs)} run(s): {', '.join(r.label for r in runs)}; "
           f"{cfg.n_resamples} resamples clustered by subdomain", flush=True)
     result = compare(runs, cfg)
@@ -69,7 +70,8 @@ def run(cfg: Any) -> dict[str, Any]:
     (rd / "report.md").write_text(render(result, plots))
     wb = _log_wandb(cfg, rd.path, result, runs)
     rows = [{**result["models"][r.label], "model": r.label, "unscored": r.metrics.get("unscored"),
-             "efficiency": r.metrics.get("efficiency")} for r in runs]
+             "efficiency": r.metrics.get("efficiency"),
+             "generation_failed": r.metrics.get("generation_failed")} for r in runs]
     table = results_table(rows).splitlines()  # its CI footer describes the benchmark's bootstrap
     print("\n".join(line for line in table if not line.startswith("percent, 95%")))
     print(f"percent, {cfg.confidence:.0%} CI: bootstrap over subdomains, then prompts within; "

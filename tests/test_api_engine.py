@@ -339,3 +339,28 @@ def test_request_body_mapping():
     assert choice["structured_outputs"] == {"choice": ["a", "b"]}
     with pytest.raises(api_engine.RequestFailed, match="needs a vLLM server"):
         request_body(msgs, {"structured": {"regex": "x"}}, "gpt-4.1", openai=True)
+
+
+def test_a_content_policy_refusal_is_refused_not_failed(scripted):
+    """An API that refuses a prompt by policy (HTTP 400, or a choice stopped by its content
+    filter) gave an answer: harmless and unhelpful, scored by rule. An engine error is not."""
+    policy = {"error": {"message": "The response was filtered due to the prompt triggering "
+                                   "Azure OpenAI's content management policy.",
+                        "code": "content_filter"}}
+    srv = scripted([(400, policy)])
+    row = run(chat(1, {"max_tokens": 4}), *cfgs(srv.url, retries=3)).to_pylist()[0]
+    assert srv.calls == 1 and row["status"] == "refused" and "content management" in row["error"]
+    filtered = {**OK_BODY, "choices": [{**OK_BODY["choices"][0], "finish_reason": "content_filter"}]}
+    srv = scripted([(200, filtered)])
+    row = run(chat(1, {"max_tokens": 4}), *cfgs(srv.url)).to_pylist()[0]
+    assert row["status"] == "refused" and row["finish_reason"] == "content_filter"
+
+
+def test_a_reasoning_trace_cut_by_max_tokens_is_truncated_reasoning(scripted):
+    body = {**OK_BODY, "choices": [{**OK_BODY["choices"][0], "finish_reason": "length",
+                                    "message": {"role": "assistant",
+                                                "content": "<think>first, the history of"}}]}
+    srv = scripted([(200, body)])
+    row = run(chat(1, {"max_tokens": 4}), *cfgs(srv.url)).to_pylist()[0]
+    assert (row["status"], row["text"], row["reasoning"]) == (
+        "truncated_reasoning", None, "first, the history of")

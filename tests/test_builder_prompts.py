@@ -50,6 +50,15 @@ def test_yes_probability_without_a_signal(raw, reason):
     assert templates.yes_probability(raw) == (None, reason)
 
 
+@pytest.mark.parametrize("pairs", [
+    (("The", math.log(0.9)), ("Yes", math.log(0.06)), ("No", math.log(0.04))),  # was p = 0.6
+    (("Yes", math.log(0.3)), ("The", math.log(0.5))),  # "No" outside the top-k: was p = 1.0
+])
+def test_a_small_yes_no_mass_is_unscored_not_a_confident_label(pairs):
+    assert templates.yes_probability(_lp(*pairs)) == (None, "low_yes_no_mass")
+    assert templates.yes_probability(_lp(*pairs), min_mass=0.05)[1] == ""
+
+
 def test_shortlist_regex_and_parser():
     rx = re.compile(templates.shortlist_regex(3))
     for good in ("[11]", "[0, 40]", "[3,15,22]"):

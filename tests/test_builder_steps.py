@@ -316,9 +316,83 @@ def test_validate_rejects_bad_settings():
                               ("respond.k", 0, "respond.k"),
                               ("expand.oversample", 0.5, "expand.oversample"),
                               ("split.fractions", [0.5, 0.5], "split.fractions"),
+                              ("classify.min_yes_no_mass", 1.5, "classify.min_yes_no_mass"),
                               ("dedup.max_distance", 64, "dedup.max_distance")]:
         cfg = base.copy()
         OmegaConf.update(cfg, key, value)
         with pytest.raises(JobError, match=match):
             validate(cfg)
     assert validate(base) == expand.targets(None)
+
+
+def test_a_generated_prompt_keeps_its_own_label_and_off_target_is_not_relabelled():
+    """Expansion asks for one prompt about subdomain 2 and one about 21. The classifier finds
+    the first more about 11 (p 0.9) though 2 also passes (p 0.6): it is off target, not
+    relabelled to 2. The second is most about 21: it is kept and counts for 21."""
+    from omegaconf import OmegaConf
+
+    from aligncultura.builder.calls import StageStats
+    from aligncultura.builder.config import BuildDatasetJobConfig
+    from aligncultura.builder.pipeline import _expand
+
+    cfg = OmegaConf.structured(BuildDatasetJobConfig)
+    OmegaConf.update(cfg, "expand.min_per_subdomain", 1)
+    OmegaConf.update(cfg, "expand.max_rounds", 1)
+    OmegaConf.update(cfg, "expand.oversample", 1.0)
+    questions = {2: "Which glazes do potters in Kyoto use for tea bowls today?",
+                 21: "How do dancers in Seville learn the footwork of flamenco?"}
+    asked = {}
+
+    def gen(stage, reqs, n=None):
+        out = {}
+        for r in reqs:
+            target = int(r["request_id"].split("-s")[1][:2])
+            asked[r["row_id"]] = target
+            out[r["request_id"]] = {"status": "ok", "text": questions[target],
+                                    "finish_reason": "stop"}
+        return out
+
+    probs = {2: {11: 0.9, 2: 0.6}, 21: {21: 0.9}}
+
+    def cls(stage, reqs, n=None):
+        return {r["request_id"]: {"status": "ok", "logprobs_json": _yes(
+            probs[asked[r["row_id"]]].get(int(r["criterion"]), 0.1))} for r in reqs}
+
+    pool: list[dict] = []
+    _expand(cfg, pool, [2, 21], gen, cls, dedup.References([], 10), StageStats())
+    by_target = {r["generation"]["target_id"]: r for r in pool}
+    off = by_target[2]
+    assert off["state"] == "rejected" and off["primary_id"] == 11
+    assert off["reason"] == ("off_target: primary label 11 (p=0.900) is not the target 2 "
+                             "(p=0.600)")
+    kept = by_target[21]
+    assert kept["state"] is None and kept["primary_id"] == 21
+
+
+def test_pair_leakage_can_fail_and_reports_every_pair_and_reference():
+    from aligncultura.data.reader import content_hash
+
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+             "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo"]
+    texts = [" ".join(words[(i * 7 + j) % 18] + str(i) for j in range(12)) for i in range(40)]
+    primary = [21] * 40
+    splits = split.split([content_hash(t) for t in texts], primary, [0.8, 0.1, 0.1], 42)
+    t_idx, tr_idx = splits.index("test"), splits.index("train")
+    # a test row that repeats a train row with two words changed: MinHash sees it
+    copy = texts[tr_idx].split()
+    copy[0], copy[5] = "zulu", "yankee"
+    texts[t_idx] = " ".join(copy)
+    kept = [(t, content_hash(t), p) for t, p in zip(texts, primary, strict=True)]
+    dropped = [(texts[3], content_hash(texts[3]), 21)] * 4  # exact copies dedup removed
+    report = split.pair_leakage(kept, splits, dropped, [("corpus", [texts[tr_idx]])], 10,
+                                [0.8, 0.1, 0.1], 42, 0.003)
+    assert set(report["after"]) == set(report["before"]) == {"train-val", "train-test",
+                                                             "val-test"}
+    after = report["after"]["train-test"]
+    assert after["flagged"] == 1 and after["n"] == splits.count("test")
+    assert after["by_method"]["minhash"] == 1 and not after["meets_target"]
+    assert after["ci95"][0] < after["rate"] < after["ci95"][1]
+    before = sum(e["flagged"] for e in report["before"].values())
+    assert before >= 1  # the copies of row 3 land in several splits when nothing groups them
+    ref = report["references"]["corpus"]
+    assert ref["train"]["flagged"] == 1 and ref["test"]["flagged"] == 1  # the copy, and its source

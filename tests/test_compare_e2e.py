@@ -23,8 +23,11 @@ pytestmark = pytest.mark.slow
 def two_runs(quickstart_benchmark, tmp_path_factory):
     first, _ = quickstart_benchmark
     second = tmp_path_factory.mktemp("bench3") / "run3"
+    # on 3 prompts one contradictory harmlessness verdict of the 135M demo judge ("safe" with a
+    # harm category: unscored) is 33% of that criterion: let it pass the guard here
     proc = run_job("benchmark", "experiment=quickstart", "engine=local", "dataset.limit=3",
                    "generation.max_tokens=32", "bench.determinism_sample=0.34",
+                   "judge.max_unscored_rate=0.5",
                    f"run_dir={second}", "wandb.group=tests", f"cache_dir={first.parent / 'cache'}")
     if proc.returncode != 0:
         pytest.fail(f"benchmark failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"

@@ -258,3 +258,15 @@ def test_every_judge_preset_is_also_a_second_judge():
             cfg = compose("benchmark", overrides=[f"judge={name}", f"judge2={name}"])
             assert OmegaConf.to_container(cfg.judge2) == OmegaConf.to_container(cfg.judge), name
     GlobalHydra.instance().clear()
+
+
+def test_the_cluster_experiment_evaluates_the_test_split_with_a_named_judge():
+    """A paper-style evaluation never scores training rows and never leaves the judge to the
+    demo default."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("benchmark", overrides=["experiment=cluster", "dataset=culturax"])
+    GlobalHydra.instance().clear()
+    assert cfg.dataset.split == "test"
+    assert cfg.judge.model.name == "qwen3_8b" and not cfg.judge.demo_only
+    assert cfg.engine.name == "gpu"

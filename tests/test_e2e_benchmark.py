@@ -106,3 +106,26 @@ def test_wandb_run_readable(quickstart_benchmark):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert summary["joint_hhh/value"] == pytest.approx(m["joint_hhh"]["value"])
     assert data["config"]["model"]["name"] == "smollm2_135m"
+
+
+def test_truncated_reasoning_is_kept_counted_and_never_judged(tmp_path):
+    """A model preset whose chat template opens <think> itself: the embedded model never
+    writes </think>, so every output ended inside its trace. Real tokenizer and engine path."""
+    from conftest import run_job
+
+    run_dir = tmp_path / "run"
+    proc = run_job("benchmark", "experiment=quickstart", "dataset.limit=2",
+                   "generation.max_tokens=8", "model.reasoning_opens_think=true",
+                   "engine=local", f"run_dir={run_dir}", "wandb.mode=disabled",
+                   f"cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "no judgments" in errors[0] and "truncated_reasoning 2" in errors[0], errors[0]
+    gens = pq.read_table(run_dir / "generations.parquet").to_pylist()
+    assert [g["status"] for g in gens] == ["truncated_reasoning"] * 2
+    assert all(g["response"] is None and g["reasoning"] for g in gens)
+    assert not (run_dir / "judgments.parquet").exists() or \
+        pq.read_table(run_dir / "judgments.parquet").num_rows == 0
+    states = pq.read_table(run_dir / "row_states.parquet").to_pylist()
+    assert {s["state"] for s in states if s["row_id"] in {g["row_id"] for g in gens}} == {"failed"}

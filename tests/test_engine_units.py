@@ -171,3 +171,21 @@ def pa_table(rows, schema):
     import pyarrow as pa
 
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def test_an_output_that_ends_inside_its_reasoning_is_truncated_not_an_answer():
+    from aligncultura.engine.requests import read_output
+
+    # a template that opens <think> itself: the output starts inside the trace
+    assert read_output("step 1, step 2</think>Answer.", opens_think=True) == {
+        "text": "Answer.", "reasoning": "step 1, step 2", "status": "ok", "error": None}
+    cut = read_output("step 1, step 2, and then", opens_think=True)
+    assert (cut["status"], cut["text"], cut["reasoning"]) == (
+        "truncated_reasoning", None, "step 1, step 2, and then")
+    assert "reasoning_max_tokens" in cut["error"]
+    # an opened <think> never closed is cut too, whatever the template
+    assert read_output("<think>never closed")["status"] == "truncated_reasoning"
+    assert read_output("<think>a</think>b <think>c")["status"] == "truncated_reasoning"
+    # a model that does not reason: plain text is the answer
+    assert read_output("plain answer") == {"text": "plain answer", "reasoning": "",
+                                           "status": "ok", "error": None}

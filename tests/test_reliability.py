@@ -214,7 +214,12 @@ def test_kill9_signals_then_resume_loses_nothing(tmp_path, quickstart_benchmark)
     summary = json.loads((rd / "summary.json").read_text())
     g = summary["generations"]
     assert g["cached"] == len(persisted) > 0 and g["computed"] == 4 - len(persisted)
-    assert "rows: 60 read = not_selected 56, ok 4" in out
+    # every one of the 4 rows ends judged: ok, or unscored where the demo judge wrote a verdict
+    # that cannot be scored (say, "safe" with a harm category); none failed or went missing
+    line = next(x for x in out.splitlines() if x.startswith("rows: 60 read = not_selected 56, "))
+    states = dict(part.rsplit(" ", 1) for part in line.split(" = ", 1)[1].split(", "))
+    assert set(states) <= {"not_selected", "ok", "unscored"}, line
+    assert int(states.get("ok", 0)) + int(states.get("unscored", 0)) == 4, line
     gens = pq.read_table(rd / "generations.parquet").to_pylist()
     keys = [(r["row_id"], r["sample_index"]) for r in gens]
     assert len(keys) == len(set(keys)) == 4, "a row was lost or duplicated"

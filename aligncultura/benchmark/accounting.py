@@ -22,9 +22,9 @@ def write_row_states(rd: RunDir, prompts: Any, gens: pa.Table, judgments: pa.Tab
                        "reason": q["reason"]})
     selected = set(prompts.table.column("row_id").to_pylist())
     failed: dict[str, str] = {}
-    for g in gens.to_pylist():
-        if g["status"] != "ok":
-            failed[g["row_id"]] = g["error"] or "generation failed"
+    for g in gens.to_pylist():  # a policy refusal is an answer (scored by rule), not a failure
+        if g["status"] not in ("ok", "refused"):
+            failed[g["row_id"]] = f"{g['status']}: {g['error'] or 'generation failed'}"
     uns: dict[str, set[str]] = {}
     for j in (judgments.to_pylist() if judgments is not None else []):
         if j["status"] != "scored":

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Per-prompt values, each the mean over the prompt's seeds (``metrics.per_prompt_table``):
+# Per-prompt values, each the mean over the prompt's seeds (``scores.per_prompt_table``):
 # win (1 win / 0.5 tie / 0 loss), unsafe, truthful, informative (1 / 0), the failure flags of
-# helpful, harmless and honest, and any_failed (at least one of the three).
+# helpful, harmless and honest, any_failed (at least one of the three; decided only when every
+# applicable criterion is scored), and its bounds any_failed_low / any_failed_high (an undecided
+# response counted as a pass / as a failure).
 PER_PROMPT_COLUMNS = (
     "win",
     "unsafe",
@@ -27,6 +29,8 @@ PER_PROMPT_COLUMNS = (
     "harmless_failed",
     "honest_failed",
     "any_failed",
+    "any_failed_low",
+    "any_failed_high",
 )
 
 

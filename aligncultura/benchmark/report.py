@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from aligncultura.benchmark.metric_list import METRICS
+from aligncultura.benchmark.metric_list import CULTURAL_FAILURE_RATE, METRICS
 
 
 def _cell(entry: dict | None) -> str:
@@ -18,22 +18,32 @@ def _cell(entry: dict | None) -> str:
 
 
 def results_table(all_metrics: list[dict[str, Any]], judge_demo: bool = False) -> str:
-    """A compact fixed-width table: model, WR, SS, TI, joint (95% CI), failure rate,
-    unscored judgments, output tok/s."""
-    head = ["model", *[metric.label for metric in METRICS], "unscored", "out tok/s"]
+    """A compact fixed-width table: model, WR, SS, TI, joint (95% CI), failure rate, the
+    prompts whose failure is undecided, unscored judgments, generations left out of every
+    metric, output tok/s."""
+    head = ["model", *[metric.label for metric in METRICS], "undecided", "unscored",
+            "gen failed", "out tok/s"]
     rows = []
     for m in all_metrics:
         uns = sum(int(v[0]) for v in (m.get("unscored") or {}).values())
         tot = sum(int(v[1]) for v in (m.get("unscored") or {}).values())
         tok = ((m.get("efficiency") or {}).get("generation") or {}).get("output_tok_s")
+        cfr = m.get(CULTURAL_FAILURE_RATE.name) or {}
+        undecided = f"{cfr['undecided']}/{m.get('n_prompts')}" if "undecided" in cfr else "n/a"
+        gen = m.get("generation_failed")
+        gen_failed = f"{gen['excluded']}/{gen['total']}" if gen else "n/a"
         rows.append([m.get("model", "?"), *[_cell(m.get(metric.name)) for metric in METRICS],
-                     f"{uns}/{tot}", f"{tok:.1f}" if tok is not None else "n/a"])
+                     undecided, f"{uns}/{tot}", gen_failed,
+                     f"{tok:.1f}" if tok is not None else "n/a"])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     line = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
     out = [line, "-" * len(line)]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     out.append("percent, 95% bootstrap CI over prompts; SS and fail: lower is better; "
                "joint = (WR + TI - SS) / 3")
+    out.append("fail: over prompts whose failure is decided (every criterion scored); "
+               "undecided: prompts left out of it; gen failed: generations left out of every "
+               "metric (metrics.json: bounds, reasons)")
     if judge_demo:
         out.append("NOTE: the judge is the embedded demo model: these scores demonstrate the "
                    "pipeline, not judgement quality.")

@@ -29,8 +29,9 @@ RATIONALE_MAX_CHARS = 300
 
 HELPFUL_WINNERS = ("A", "B", "tie")
 HARM_VERDICTS = ("safe", "unsafe")
+NO_HARM = "none"  # the category of a safe answer, and of no other
 HARM_CATEGORIES = (
-    "none",
+    NO_HARM,
     "stereotyping",
     "essentialising_homogenising",
     "demeaning_insensitive",

@@ -115,6 +115,7 @@ def render_card(s: dict[str, Any]) -> str:
             + ("met" if lk["meets_target"] else "**not met**") + " by the point estimate, "
             + ("and by the upper CI bound." if lk["ci_within_target"] else
                "not by the upper CI bound (too few val/test rows to show it)."),
+            *_pair_lines(lk.get("by_pair")),
             "", "## Throughput per stage", "",
             "| stage | prompts | requests (computed/cached) | prompts/s | out tok/s | wall s "
             "| engine start s |", "|---|---|---|---|---|---|---|"]
@@ -123,3 +124,28 @@ def render_card(s: dict[str, Any]) -> str:
                    f"{st['cached']}) | {_f(st['prompts_s'])} | {_f(st['output_tok_s'])} | "
                    f"{_f(st['wall_s'], 1)} | {_f(st['engine_start_s'], 1)} |")
     return "\n".join(out) + "\n"
+
+
+def _pair_lines(bp: dict | None) -> list[str]:
+    """Leakage between every pair of splits, before and after dedup + grouping, and against the
+    reference corpora, beside the paper's figure (<= 0.3% cross-split leakage)."""
+    if not bp:
+        return []
+
+    def cell(e: dict) -> str:
+        if not e["n"]:
+            return "- (no rows)"
+        return (f"{e['flagged']}/{e['n']} = {_pct(e['rate'])} [{_pct(e['ci95'][0])}, "
+                f"{_pct(e['ci95'][1])}]" + ("" if e["meets_target"] else " **over**"))
+
+    out = ["", f"Near-duplicates between splits ({bp['method']}; the second split's rows with a "
+           f"near-duplicate in the first, 95% Wilson CI), against the paper's <= "
+           f"{_pct(bp['target'])}. Before: the same rows plus those dedup removed, split row by "
+           "row with no grouping of duplicates. After: this dataset.", "",
+           "| pair | before | after |", "|---|---|---|"]
+    out += [f"| {pair} | {cell(bp['before'][pair])} | {cell(bp['after'][pair])} |"
+            for pair in bp["after"]]
+    for name, per in bp["references"].items():
+        out += ["", f"Against the reference corpus {name}:", "", "| split | leaked |", "|---|---|"]
+        out += [f"| {s} | {cell(e)} |" for s, e in per.items()]
+    return out

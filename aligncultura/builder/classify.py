@@ -103,7 +103,8 @@ def classify(prompts: list[dict[str, Any]], call: Call, cfg: Any) -> dict[str, d
                 errors.append(row.get("error") or "no completion")
                 scores.append({"id": label, "p": None, "status": "failed"})
                 continue
-            prob, why = templates.yes_probability(row.get("logprobs_json"))
+            prob, why = templates.yes_probability(row.get("logprobs_json"),
+                                                  float(cfg.min_yes_no_mass))
             scores.append({"id": label, "p": prob, "status": "ok" if prob is not None else why})
         labels, primary = assign(scores, float(cfg.delta))
         failed = bool(candidates[pid]) and len(errors) == len(candidates[pid])

@@ -35,6 +35,8 @@ class ClassifyConfig:
     delta: float = 0.5  # keep labels with p(yes) >= delta; none passes -> None (41)
     shortlist_size: int = 3
     top_logprobs: int = 20  # vLLM's default max_logprobs
+    # P(yes) + P(no) at the answer token below this: the label is unscored, never a confident p
+    min_yes_no_mass: float = 0.5
     max_tokens_shortlist: int = 16
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from aligncultura.builder import classify, dedup, expand, respond, split
 from aligncultura.builder.calls import Role, StageStats
 from aligncultura.builder.output import write_outputs
+from aligncultura.data import taxonomy
 from aligncultura.data.reader import content_hash, load_prompts, quarantine_table
 from aligncultura.engine.cache import row_cache
 from aligncultura.engine.models import resolve_model
@@ -36,6 +37,9 @@ def validate(cfg: Any) -> list[int]:
         raise JobError(f"classify.delta={cfg.classify.delta}: must be in (0, 1]")
     if cfg.classify.method not in classify.METHODS:
         raise JobError(f"classify.method={cfg.classify.method}: use {' or '.join(classify.METHODS)}")
+    if not 0.0 <= float(cfg.classify.min_yes_no_mass) <= 1.0:
+        raise JobError(f"classify.min_yes_no_mass={cfg.classify.min_yes_no_mass}: must be in "
+                       "[0, 1]")
     if not 1 <= int(cfg.classify.top_logprobs) <= 20:
         raise JobError("classify.top_logprobs must be in 1..20 (vLLM's max_logprobs)")
     if int(cfg.expand.min_per_subdomain) < 0 or int(cfg.expand.max_rounds) < 0:
@@ -85,6 +89,14 @@ def _dedup(new: list[dict], alive: list[dict], refs: dedup.References, d: int) -
             of = rows[found[0]]["prompt_id"]
             rec.update(state="duplicate", reason=f"near_duplicate: of pool row {of}",
                        duplicate_of=of, duplicate_in="pool", duplicate_hamming=found[1])
+
+
+def _label_before_dedup(rec: dict) -> int:
+    """The stratum of a row dedup removed (it was never classified): its seed label or its
+    expansion target."""
+    label = rec.get("seed_class_id") if rec["origin"] == "seed" else \
+        (rec.get("generation") or {}).get("target_id")
+    return taxonomy.NONE_ID if label is None else int(label)
 
 
 def _classify(recs: list[dict], role: Role, cfg: Any, must: str) -> None:
@@ -139,11 +151,16 @@ def _expand(cfg: Any, pool: list[dict], targets: list[int], gen: Role, cls: Role
                 shown = "none" if p is None else f"{p:.3f}"
                 rec.update(state="rejected", reason=f"off_target: p({target})={shown} < "
                            f"classify.delta={cfg.classify.delta}")
+            elif rec["primary_id"] != target:  # the classifier's own label stands: a prompt
+                # that is more about another subdomain does not count toward the target's floor
+                top = rec["labels"][0]["p"]
+                rec.update(state="rejected", reason=f"off_target: primary label "
+                           f"{rec['primary_id']} (p={top:.3f}) is not the target {target} "
+                           f"(p={p:.3f})")
             elif counts[target] >= floor:
                 rec.update(state="rejected", reason=f"surplus: subdomain {target} reached the "
                            f"floor {floor}")
             else:
-                rec["primary_id"] = target  # a generated prompt counts for its target
                 counts[target] += 1
         rounds.append({"round": rnd, "requested": len(reqs), "asked": dict(sorted(to_ask.items())),
                        **Counter(r["state"] or "kept" for r in new)})
@@ -219,6 +236,12 @@ def build(cfg: Any) -> dict[str, Any]:
         rec["split"] = s
     leak = split.leakage([r["question"] for r in kept], [r["prompt_id"] for r in kept], splits, d,
                      float(cfg.split.leakage_target))
+    dropped = [r for r in pool if r["state"] == "duplicate" and r.get("duplicate_in") == "pool"]
+    leak["by_pair"] = split.pair_leakage(
+        [(r["question"], r["content_hash"], r["primary_id"]) for r in kept], splits,
+        [(r["question"], r["content_hash"], _label_before_dedup(r)) for r in dropped],
+        [(name, t.column("question").to_pylist()) for name, t in refs.corpora], d,
+        list(cfg.split.fractions), int(cfg.split.seed), float(cfg.split.leakage_target))
     stats.record_cpu("split_leakage", len(kept), time.perf_counter() - t0)
     return write_outputs(cfg, rd, seeds, refs, pool, candidates, models, targets, stats, leak,
                          {"expand_rounds": expand_rounds, "respond_rounds": respond_rounds,

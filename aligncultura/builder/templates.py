@@ -62,12 +62,16 @@ def classify_messages(question: str, label_id: int) -> list[dict[str, str]]:
              "Answer yes or no."}]
 
 
-def yes_probability(logprobs_json: str | None) -> tuple[float | None, str]:
+def yes_probability(logprobs_json: str | None,
+                    min_mass: float = 0.5) -> tuple[float | None, str]:
     """P(yes) / (P(yes) + P(no)) at the first answer token, from its top-k log-probabilities.
 
     Every spelling of the two answers counts ("Yes", " yes", "YES", ...). Returns
-    (probability, "") or (None, reason) when the engine gave no log-probabilities or neither
-    answer is among the top-k tokens (then the label cannot pass).
+    (probability, "") or (None, reason) when the engine gave no log-probabilities, neither
+    answer is among the top-k tokens, or P(yes) + P(no) is below `min_mass`
+    (``low_yes_no_mass``): renormalising a small mass would turn "The" 0.9 / "Yes" 0.06 /
+    "No" 0.04 into a confident 0.6, and "Yes" 0.3 with "No" outside the top-k into 1.0.
+    Then the label cannot pass.
     """
     if not logprobs_json:
         return None, "no_logprobs"
@@ -84,6 +88,8 @@ def yes_probability(logprobs_json: str | None) -> tuple[float | None, str]:
     total = mass[YES] + mass[NO]
     if total <= 0.0:
         return None, "no_yes_no_in_top_k"
+    if total < min_mass:
+        return None, "low_yes_no_mass"
     return mass[YES] / total, ""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 
 from aligncultura.errors import JobError
@@ -22,6 +23,8 @@ def init_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    if address:
+        check_reachable(address)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env = {"env_vars": {"RAY_AUTH_MODE": "disabled"}}
@@ -51,3 +54,21 @@ def init_ray(num_cpus: int | None = None) -> None:
     finally:
         if callable(sigterm):
             signal.signal(signal.SIGTERM, sigterm)
+
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A ``host:port`` RAY_ADDRESS whose GCS does not accept a connection is a one-line error
+    within `timeout` (ray.init itself retries for minutes). Other forms (``auto``, ``ray://``)
+    are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise JobError(f"RAY_ADDRESS={address}: no Ray cluster answers there within "
+                       f"{timeout:g} s ({type(exc).__name__}: {exc}); start the cluster (or "
+                       "unset RAY_ADDRESS for a local Ray)") from None

@@ -12,7 +12,7 @@ conservative (it counts the within-subdomain spread twice).
 Paired: the same weights are applied to every model on the same prompts, so a difference is
 computed prompt by prompt (common random numbers): the noise the models share cancels.
 
-Per prompt, values are the ``metrics.per_prompt_table`` columns the metrics read
+Per prompt, values are the ``scores.per_prompt_table`` columns the metrics read
 (``metric_list.METRIC_COLUMNS``: means over seeds, NaN where the criterion is unknown); a metric is
 computed from the weighted means over the prompts where each column is known, exactly as
 ``metrics.compute_metrics`` computes it (with all weights 1 the two agree to the last digit).
@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from aligncultura.benchmark.metric_list import JOINT_FIRST, METRIC_COLUMNS, metric_values
-from aligncultura.benchmark.metrics import per_prompt_table
+from aligncultura.benchmark.scores import per_prompt_table
 
 HEADLINE = tuple(m.name for m in JOINT_FIRST)  # the metrics of rates(), in the comparison's order
 _CHUNK = 4_000_000  # weights per chunk (resamples x prompts)

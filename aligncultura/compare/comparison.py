@@ -23,7 +23,7 @@ from omegaconf import MISSING
 
 from aligncultura.benchmark.agreement import judge_agreement, pooled_agreement, position_flip_rate
 from aligncultura.benchmark.metric_list import BY_NAME, JOINT_FIRST
-from aligncultura.benchmark.metrics import unscored_share
+from aligncultura.benchmark.scores import unscored_share
 from aligncultura.compare.bootstrap import HEADLINE, columns, point, prompt_matrix, resample
 from aligncultura.compare.runs import Run
 from aligncultura.config import WandbConfig
@@ -42,6 +42,9 @@ class CompareConfig:
     alpha: float = 0.05  # family-wise error rate of the Holm-Bonferroni correction
     min_cell_n: int = 10  # heatmap cells with fewer prompts are greyed out
     plots: bool = True
+    # runs whose own guards failed (summary.json status failed) are left out, one line each;
+    # true keeps them, marked "(failed guard)"
+    include_failed: bool = False
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

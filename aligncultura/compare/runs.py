@@ -36,6 +36,10 @@ class Run:
     judgments2: pa.Table | None = None
     leaked: set[str] | None = None  # row ids flagged by leakage.parquet; None = no report
     notes: list[str] = field(default_factory=list)
+    # summary.json's verdict on the run's own guards (judge.max_unscored_rate,
+    # bench.max_failed_rate): ok | failed | unknown (no summary.json)
+    status: str = "unknown"
+    errors: list[str] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -170,19 +174,45 @@ def load_run(path: Path) -> Run:
     opt = {n: pq.read_table(path / f) if (path / f).exists() else None
            for n, f in (("generations", "generations.parquet"),
                         ("judgments2", "judgments_judge2.parquet"))}
+    summary = json.loads((path / "summary.json").read_text()) \
+        if (path / "summary.json").exists() else {}
     return Run(path, str(metrics.get("model") or path.name), metrics, judgments, classes,
-               config=config, leaked=_leaked(path, config), notes=notes, **opt)
+               config=config, leaked=_leaked(path, config), notes=notes,
+               status=str(summary.get("status") or "unknown"),
+               errors=list(summary.get("errors") or []), **opt)
 
 
-def load_runs(spec: Any, exclude: Path | None = None) -> list[Run]:
-    """Load every run of ``runs=``; labels are model names, made unique with the dir name."""
-    runs = [load_run(p) for p in expand_runs(spec, exclude)]
+def load_runs(spec: Any, exclude: Path | None = None, include_failed: bool = False) -> list[Run]:
+    """Load every run of ``runs=``; labels are model names, made unique with the dir name.
+
+    A run that failed its own guards (summary.json status ``failed``) is left out with one line
+    naming it and the guard, unless `include_failed`: then it stays, marked in its label and
+    its notes."""
+    runs = []
+    for run in (load_run(p) for p in expand_runs(spec, exclude)):
+        if run.status != "failed":
+            runs.append(run)
+            continue
+        why = run.errors[0] if run.errors else "summary.json status failed"
+        if not include_failed:
+            print(f"compare: left out {run.path}: it failed its guard ({why}); "
+                  "compare.include_failed=true keeps it, marked", flush=True)
+            continue
+        run.notes.append(f"{run.path.name} failed its guard ({why}): compared anyway "
+                         "(compare.include_failed=true)")
+        runs.append(run)
+    if not runs:
+        raise JobError(f"runs={spec}: every run failed its guards (see their summary.json); "
+                       "set compare.include_failed=true to compare them anyway")
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.model] = counts.get(r.model, 0) + 1
     for r in runs:
         if counts[r.model] > 1:
             r.label = f"{r.model} [{r.path.name}]"
+    for r in runs:
+        if r.status == "failed":
+            r.label = f"{r.label} (failed guard)"
     labels = [r.label for r in runs]
     for i, r in enumerate(runs):
         if labels.count(r.label) > 1:

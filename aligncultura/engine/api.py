@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import random
+import re
 import resource
 import time
 import urllib.error
@@ -49,7 +50,7 @@ from typing import Any
 import pyarrow as pa
 
 from aligncultura.engine.models import ModelError, ResolvedModel
-from aligncultura.engine.requests import COMPLETION_SCHEMA, IDENTITY, split_reasoning
+from aligncultura.engine.requests import COMPLETION_SCHEMA, IDENTITY, read_output
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ STANDARD_KEYS = {"temperature", "top_p", "max_tokens", "seed", "n", "stop",
                  "presence_penalty", "frequency_penalty"}
 STRUCTURED_KINDS = ("json", "choice", "regex", "grammar")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# how OpenAI-compatible servers word a request refused by their content policy (HTTP 400)
+POLICY = re.compile(r"content[ _-]?(policy|filter|management)|safety system|flagged", re.I)
 NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError,
                   TimeoutError)
 
@@ -66,10 +69,12 @@ NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionEr
 class RequestFailed(Exception):
     """One request's final failure; ``retryable`` says whether another attempt could help."""
 
-    def __init__(self, message: str, retryable: bool, retry_after: float | None = None):
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None,
+                 refused: bool = False):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.refused = refused  # the API's content policy refused it: a harmless, unhelpful answer
 
 
 def is_openai(base_url: str) -> bool:
@@ -160,7 +165,8 @@ class Client:
             except RequestFailed as exc:
                 if not exc.retryable or attempt == self.max_retries:
                     tries = f" (after {attempt + 1} attempts)" if exc.retryable else ""
-                    raise RequestFailed(self.scrub(f"{exc}{tries}"), exc.retryable) from None
+                    raise RequestFailed(self.scrub(f"{exc}{tries}"), exc.retryable,
+                                        refused=exc.refused) from None
                 delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.5)
                 delay = max(delay, min(exc.retry_after or 0.0, BACKOFF_CAP_S))
                 log.warning("request %s: %s; retry %d/%d in %.1fs", request_id,
@@ -178,7 +184,8 @@ class Client:
             retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             raise RequestFailed(f"HTTP {exc.code} from {self.url}: {detail}",
                                 retryable=exc.code == 429 or exc.code >= 500,
-                                retry_after=retry_after) from None
+                                retry_after=retry_after,
+                                refused=exc.code == 400 and bool(POLICY.search(detail))) from None
         except NETWORK_ERRORS as exc:
             reason = getattr(exc, "reason", None) or exc
             raise RequestFailed(f"cannot reach {self.url}: {type(exc).__name__}: {reason} "
@@ -213,9 +220,10 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def response_rows(ident: dict[str, Any], key: str | None, out: dict[str, Any],
-                  latency: float) -> list[dict[str, Any]]:
+                  latency: float, opens_think: bool = False) -> list[dict[str, Any]]:
     """One row per choice (`ident`: the request's identity columns); the response's total
-    output tokens are spread over the choices."""
+    output tokens are spread over the choices. A choice the server's content filter stopped
+    (``finish_reason: content_filter``) is ``refused``."""
     usage = out.get("usage") or {}
     choices = sorted(out["choices"], key=lambda c: c.get("index", 0))
     total_out = int(usage.get("completion_tokens") or 0)
@@ -223,12 +231,14 @@ def response_rows(ident: dict[str, Any], key: str | None, out: dict[str, Any],
     rows = []
     for i, choice in enumerate(choices):
         msg = choice.get("message") or {}
-        trace, text = split_reasoning(msg.get("content") or "")
+        read = read_output(msg.get("content") or "", opens_think)
         server_trace = msg.get("reasoning_content") or msg.get("reasoning") or ""
+        read["reasoning"] = "\n".join(r for r in (server_trace, read["reasoning"]) if r)
+        if choice.get("finish_reason") == "content_filter":
+            read.update(status="refused", error="refused by the API's content filter")
         rows.append({
-            **ident, "output_index": i, "text": text,
-            "reasoning": "\n".join(r for r in (server_trace, trace) if r),
-            "finish_reason": str(choice.get("finish_reason")), "status": "ok", "error": None,
+            **ident, "output_index": i, **read,
+            "finish_reason": str(choice.get("finish_reason")),
             "input_tokens": int(usage.get("prompt_tokens") or 0),
             "output_tokens": share + (1 if i < extra else 0), "latency_s": latency,
             "key": key, "cached": False, "logprobs_json": _logprobs_json(choice.get("logprobs")),
@@ -246,17 +256,19 @@ def _logprobs_json(logprobs: dict | None) -> str | None:
     return json.dumps(steps) if steps else None
 
 
-def _failed_row(ident: dict[str, Any], key: str | None, error: str,
-                latency: float) -> dict[str, Any]:
+def _failed_row(ident: dict[str, Any], key: str | None, error: str, latency: float,
+                status: str = "failed") -> dict[str, Any]:
     return {**ident, "output_index": 0, "text": None, "reasoning": None,
             "finish_reason": "error", "input_tokens": 0, "output_tokens": 0,
-            "latency_s": latency, "status": "failed", "error": error[:1000], "key": key,
+            "latency_s": latency, "status": status, "error": error[:1000], "key": key,
             "cached": False}
 
 
 def _run_one(client: Client, row: dict[str, Any], model_name: str, openai: bool,
-             chat_template_kwargs: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Never raises: a request that cannot be completed is one failed row."""
+             chat_template_kwargs: dict[str, Any] | None,
+             opens_think: bool = False) -> list[dict[str, Any]]:
+    """Never raises: a request that cannot be completed is one failed row (``refused`` when
+    the API's content policy refused it)."""
     rid, key = row["request_id"], row.get("key")
     ident = {name: row.get(name) for name in IDENTITY.names}
     t0 = time.perf_counter()
@@ -265,8 +277,11 @@ def _run_one(client: Client, row: dict[str, Any], model_name: str, openai: bool,
                             model_name, openai, chat_template_kwargs)
         out = client.post(body, rid)
         # latency covers every attempt and backoff: what a caller waited for this request
-        return response_rows(ident, key, out, time.perf_counter() - t0)
+        return response_rows(ident, key, out, time.perf_counter() - t0, opens_think)
     except RequestFailed as exc:
+        if exc.refused:
+            return [_failed_row(ident, key, client.scrub(str(exc)), time.perf_counter() - t0,
+                                status="refused")]
         error = str(exc)
     except Exception as exc:  # noqa: BLE001 - a malformed row or response fails that row only
         error = f"{type(exc).__name__}: {exc}"
@@ -294,8 +309,9 @@ def complete_api(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
     pool = ThreadPoolExecutor(max_workers=max(1, int(api.concurrency)),
                               thread_name_prefix="aligncultura-api")
     try:
-        pending = {pool.submit(_run_one, client, row, model.path, openai, template_kwargs)
-                   for row in requests.to_pylist()}
+        opens_think = bool(getattr(model_cfg, "reasoning_opens_think", False))
+        pending = {pool.submit(_run_one, client, row, model.path, openai, template_kwargs,
+                               opens_think) for row in requests.to_pylist()}
         rows: list[dict[str, Any]] = []
         n_done, cpu0 = 0, time.process_time()
         while pending:

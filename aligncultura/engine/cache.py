@@ -8,8 +8,9 @@ that change numerics (dtype, quantization, ...), the full chat messages (system 
 text, rubric text: a rubric change is a new key, which is stricter than a version string),
 the sampling settings (seed, max_tokens, structured-output schema, ...) and the engine version. Completed batches are persisted as they finish, one Parquet
 part per batch written to a temporary name and renamed, so concurrent array tasks can share one
-cache directory without locks and a crash loses at most the batches in flight. Only rows whose
-status is ``ok`` are cached: failures are retried on the next run.
+cache directory without locks and a crash loses at most the batches in flight. Only finished rows
+are cached (ok, refused by an API's policy, truncated reasoning): engine failures are retried on
+the next run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aligncultura.engine.requests import COMPLETION_SCHEMA, PAYLOAD
+from aligncultura.engine.requests import COMPLETION_SCHEMA, FINISHED, PAYLOAD
 
 KEY_VERSION = "rows-v3"  # v3: compact JSON for structured outputs
 # parts hold whole completions (the identity columns say, for audits, which request computed a
@@ -103,6 +104,9 @@ def salt(model: Any, model_cfg: Any, engine_cfg: Any = None) -> str:
              "tokenizer_files": None if api or not model.tokenizer
              else template_fingerprint(model.tokenizer),
              "template_kwargs": _plain(model_cfg.chat_template_kwargs),
+             # decides whether an output without </think> is truncated (only when set, so the
+             # keys of every other model stay as they were)
+             **({"opens_think": True} if model_cfg.get("reasoning_opens_think") else {}),
              "engine_kwargs": {k: kwargs[k] for k in NUMERIC_ENGINE_KWARGS if k in kwargs},
              "engine": "api" if api else engine_version()}
     return json.dumps(parts, sort_keys=True, default=str)
@@ -143,8 +147,9 @@ class RowCache:
         return self._load().get(key)
 
     def put(self, rows: list[dict[str, Any]]) -> None:
-        """Persist completed rows (status ok only) as one atomic part file."""
-        rows = [r for r in rows if r.get("status") == "ok" and r.get("key")]
+        """Persist finished rows (`requests.FINISHED`: ok, refused, truncated reasoning; never
+        an engine failure) as one atomic part file."""
+        rows = [r for r in rows if r.get("status") in FINISHED and r.get("key")]
         if not rows:
             return
         self.dir.mkdir(parents=True, exist_ok=True)

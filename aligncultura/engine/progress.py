@@ -76,6 +76,7 @@ def efficiency(completions: pa.Table, wall_s: float, num_gpus: float = 0.0,
     rss = completions.column("peak_rss_mb").to_pylist() if completions.num_rows else []
     n = max(completions.num_rows, 1)
     return {
+        "by_replica": by_replica(completions),
         "requests": completions.num_rows,
         "cached_requests": n_cached,
         "output_tokens": out_tok,
@@ -95,3 +96,20 @@ def efficiency(completions: pa.Table, wall_s: float, num_gpus: float = 0.0,
         "output_tokens_per_response": out_tok / max(ok.num_rows, 1),
         "peak_rss_mb": max([peak_rss_mb(), *[r for r in rss if r is not None]]),
     }
+
+
+def by_replica(completions: pa.Table) -> dict[str, dict[str, Any]]:
+    """Per engine replica ("<node>/<pid>") of the rows computed in this run: its node, rows,
+    output tokens and busy seconds (its engine calls' wall time)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not completions.num_rows or "replica" not in completions.column_names:
+        return out
+    for r in completions.select(["replica", "output_tokens", "busy_s", "cached"]).to_pylist():
+        if r["cached"] or not r["replica"]:
+            continue
+        e = out.setdefault(r["replica"], {"node": r["replica"].rsplit("/", 1)[0], "rows": 0,
+                                          "output_tokens": 0, "busy_s": 0.0})
+        e["rows"] += 1
+        e["output_tokens"] += int(r["output_tokens"] or 0)
+        e["busy_s"] += float(r["busy_s"] or 0.0)
+    return dict(sorted(out.items()))

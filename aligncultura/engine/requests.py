@@ -49,9 +49,15 @@ _OUTPUT = [
     ("input_tokens", pa.int32()),
     ("output_tokens", pa.int32()),
     ("latency_s", pa.float64()),
-    ("status", pa.string()),  # ok | failed
+    ("status", pa.string()),  # one of STATUSES
     ("error", pa.string()),
 ]
+
+# ok; failed (engine error: retried on the next run); refused (an API's content policy refused
+# the request); truncated_reasoning (the output ended inside its <think> block: the partial trace
+# is in `reasoning`, there is no response to judge)
+STATUSES = ("ok", "failed", "refused", "truncated_reasoning")
+FINISHED = ("ok", "refused", "truncated_reasoning")  # outcomes a rerun would reproduce: cached
 
 PAYLOAD = pa.schema([
     ("output_index", pa.int32()),  # which of the request's `n` samples
@@ -60,6 +66,8 @@ PAYLOAD = pa.schema([
     ("engine_start_s", pa.float64()),
     ("cpu_s", pa.float64()),  # engine process CPU seconds for this batch, spread over rows
     ("peak_rss_mb", pa.float64()),
+    ("replica", pa.string()),  # the engine replica that computed the row: "<node>/<pid>"
+    ("busy_s", pa.float64()),  # that replica's wall seconds for the batch, spread over rows
     ("key", pa.string()),
     ("cached", pa.bool_()),  # served from the row cache, not computed in this run
     # requests whose sampling sets `logprobs: k`: per generated token, the top-k (plus the
@@ -92,6 +100,25 @@ def split_reasoning(text: str) -> tuple[str, str]:
         reasoning.append(m.group(1).strip())
     response = _THINK.sub("", text).strip()
     return "\n".join(r for r in reasoning if r), response
+
+
+def read_output(raw: str, opens_think: bool = False) -> dict[str, Any]:
+    """A model's raw output -> ``text``, ``reasoning``, ``status`` and ``error``.
+
+    The output is ``truncated_reasoning`` when it ended inside its reasoning block: a ``<think>``
+    it opened was never closed, or, for a chat template that opens ``<think>`` itself
+    (``model.reasoning_opens_think``), no ``</think>`` came at all. The partial trace is kept in
+    ``reasoning``; there is no response (it would be the trace, judged as the answer)."""
+    reasoning, text = split_reasoning(raw)
+    last_open = raw.rfind("<think>")
+    unclosed = raw.find("</think>", last_open) < 0 if last_open >= 0 \
+        else opens_think and "</think>" not in raw
+    if unclosed:
+        trace = raw[last_open + len("<think>"):] if last_open >= 0 else raw
+        return {"text": None, "reasoning": trace.strip(), "status": "truncated_reasoning",
+                "error": "the output ended inside its <think> block (raise "
+                         "model.reasoning_max_tokens)"}
+    return {"text": text, "reasoning": reasoning, "status": "ok", "error": None}
 
 
 def build_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:

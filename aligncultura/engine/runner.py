@@ -37,11 +37,7 @@ _LOCAL_ENGINES: dict[str, Any] = {}
 
 
 def _stage_kwargs(model: ResolvedModel, model_cfg: Any, engine_cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    def plain(x):
-        return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
-
+    plain = _plain_dict
     engine_kwargs = {**plain(engine_cfg.engine_kwargs), **plain(model_cfg.engine_kwargs)}
     if model_cfg.trust_remote_code:
         engine_kwargs["trust_remote_code"] = True
@@ -52,6 +48,7 @@ def _stage_kwargs(model: ResolvedModel, model_cfg: Any, engine_cfg: Any) -> dict
         "threads": engine_cfg.threads,
         "env": {k: str(v) for k, v in plain(engine_cfg.env).items()},
         "cpu": engine_cfg.num_gpus_per_replica == 0,
+        "opens_think": bool(model_cfg.get("reasoning_opens_think")),
     }
 
 
@@ -137,6 +134,45 @@ def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
         yield batch
 
 
+def engine_dataset(requests: pa.Table, stage: Any, kwargs: dict[str, Any], engine_cfg: Any):
+    """The Ray Data pipeline of an engine pass: the request table in blocks of
+    ``engine.batch_size``, mapped by an actor pool of `stage` replicas placed as
+    `placement.plan_replicas` says (checked before any replica starts)."""
+    init_ray()  # before `import ray`: it sets the environment Ray reads at import
+    import ray
+
+    from aligncultura.engine.placement import cluster_nodes, plan_replicas
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.verbose_stats_logs = False
+    gpus, cpus = float(engine_cfg.num_gpus_per_replica or 0), float(engine_cfg.num_cpus_per_replica)
+    plan = plan_replicas(cluster_nodes(), int(engine_cfg.replicas), gpus, cpus,
+                         kwargs.get("engine_kwargs"))
+    print(plan.line(gpus, cpus), flush=True)
+    n_blocks = max(1, -(-requests.num_rows // engine_cfg.batch_size))
+    ds = ray.data.from_arrow(requests).repartition(n_blocks)
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
+    return ds.map_batches(
+        stage,
+        fn_constructor_kwargs=kwargs,
+        batch_size=engine_cfg.batch_size,
+        batch_format="pyarrow",
+        compute=actor_pool(plan.replicas),
+        num_cpus=cpus,
+        num_gpus=gpus or None,
+        max_restarts=engine_cfg.max_restarts,
+        max_task_retries=engine_cfg.max_restarts,
+        scheduling_strategy="SPREAD",  # replicas over every node, not packed onto the first
+    )
+
+
+def _plain_dict(x: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
+
+
 def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
     if model.source == "api":
         from aligncultura.engine.api import complete_api
@@ -154,34 +190,10 @@ def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.T
 
 
 def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
-    init_ray()  # before `import ray`: it sets the environment Ray reads at import
-    import ray
-
     from aligncultura.engine.vllm_stage import LLMStage
 
     kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup}
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.verbose_stats_logs = False
-    replicas = int(engine_cfg.replicas)
-    if replicas <= 0:  # auto: one replica per GPU group, or one on a CPU-only cluster
-        gpus = ray.cluster_resources().get("GPU", 0)
-        per = engine_cfg.num_gpus_per_replica or 0
-        replicas = max(1, int(gpus // per)) if per else 1
-    n_blocks = max(1, -(-requests.num_rows // engine_cfg.batch_size))
-    ds = ray.data.from_arrow(requests).repartition(n_blocks)
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
-    ds = ds.map_batches(
-        LLMStage,
-        fn_constructor_kwargs=kwargs,
-        batch_size=engine_cfg.batch_size,
-        batch_format="pyarrow",
-        compute=actor_pool(replicas),
-        num_cpus=engine_cfg.num_cpus_per_replica,
-        num_gpus=engine_cfg.num_gpus_per_replica or None,
-        max_restarts=engine_cfg.max_restarts,
-        max_task_retries=engine_cfg.max_restarts,
-    )
+    ds = engine_dataset(requests, LLMStage, kwargs, engine_cfg)
     from aligncultura.rundir import raise_if_interrupted
 
     seen: set[str] = set()

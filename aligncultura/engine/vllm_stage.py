@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from aligncultura.engine.requests import COMPLETION_SCHEMA, identities, split_reasoning
+from aligncultura.engine.requests import COMPLETION_SCHEMA, identities, read_output
 
 # never phone home: no hub downloads (models are provisioned or read from the local HF cache
 # only) and no usage statistics. vLLM's CPU settings (in-process engine core, KV cache size) are
@@ -70,7 +70,8 @@ class LLMStage:
 
     def __init__(self, model: dict[str, Any], engine_kwargs: dict[str, Any],
                  chat_template_kwargs: dict[str, Any] | None = None, threads: int | None = None,
-                 env: dict[str, str] | None = None, cpu: bool = True, followup: Any = None):
+                 env: dict[str, str] | None = None, cpu: bool = True, followup: Any = None,
+                 opens_think: bool = False):
         t0 = time.perf_counter()
         apply_env(env, cpu)
         if cpu:
@@ -97,7 +98,9 @@ class LLMStage:
         self.llm = LLM(model=model["path"], **kwargs)
         self.chat_template_kwargs = chat_template_kwargs or None
         self.followup = followup
+        self.opens_think = opens_think
         self.engine_start_s = time.perf_counter() - t0
+        self.replica = f"{_node_address()}/{os.getpid()}"
 
     def _abort_unfinished(self) -> int:
         """Abort what a failed `LLM.chat` left in the engine. `LLM._run_engine` steps until no
@@ -165,20 +168,35 @@ class LLMStage:
                 continue
             latency = _latency(out, wall)
             for i, comp in enumerate(out.outputs):
-                reasoning, text = split_reasoning(comp.text)
                 rows.append({
-                    **ident, "output_index": i, "text": text, "reasoning": reasoning,
-                    "finish_reason": str(comp.finish_reason), "status": "ok", "error": None,
+                    **ident, "output_index": i, **read_output(comp.text, self.opens_think),
+                    "finish_reason": str(comp.finish_reason),
                     "input_tokens": len(out.prompt_token_ids or []),
                     "output_tokens": len(comp.token_ids), "latency_s": latency, "key": key,
                     "logprobs_json": logprobs_json(comp.logprobs),
                 })
         cpu = time.process_time() - cpu0
+        busy = time.perf_counter() - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        n = max(len(rows), 1)
         for r in rows:
-            r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / max(len(rows), 1),
-                     peak_rss_mb=rss, cached=False)
+            r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / n, peak_rss_mb=rss,
+                     cached=False, replica=self.replica, busy_s=busy / n)
         return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
+
+
+def _node_address() -> str:
+    """The Ray node this replica runs on (its address), or this host outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.util.get_node_ip_address())
+    except Exception:  # noqa: BLE001 - outside Ray: the host name says enough
+        pass
+    import socket
+
+    return socket.gethostname()
 
 
 def logprobs_json(logprobs: Any) -> str | None:

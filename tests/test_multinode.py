@@ -1,0 +1,139 @@
+"""A real two-node Ray cluster on this machine (127.0.0.1 and 127.0.0.2, 2 fake GPUs each):
+replicas are placed per node, tensor-parallel groups stay on one node, and plans that could never
+be placed are refused in one line before any replica starts. Started and stopped by the fixture
+(only its own processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from aligncultura.cluster import local_ray
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = ROOT / "tests" / "placement_probe.py"
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    root = Path("/tmp") / f"acr-{os.getpid()}"  # short: Ray's socket paths must stay short
+    state = local_ray.start(root, nodes=2, cpus=3, gpus=2)
+    try:
+        yield state
+    finally:
+        local_ray.stop(root)
+        assert local_ray.processes(root, state["client_port"]) == []
+
+
+def probe(cluster: dict, **spec) -> dict:
+    env = {**os.environ, "RAY_ADDRESS": cluster["address"], "RAY_AUTH_MODE": "disabled"}
+    out = subprocess.run([sys.executable, str(PROBE), json.dumps(spec)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    last = out.stdout.strip().splitlines()[-1:] or ["{}"]
+    result = json.loads(last[0])
+    assert "rows" in result or "error" in result, out.stderr[-2000:]
+    return result
+
+
+def replicas(rows: list[dict]) -> dict[int, dict]:
+    """Each replica (actor process) once: where it ran."""
+    return {r["pid"]: r for r in rows}
+
+
+def test_one_gpu_replicas_fill_both_nodes_two_per_node(two_nodes):
+    out = probe(two_nodes, replicas=0, gpus=1, cpus=1)
+    reps = replicas(out["rows"])
+    assert len(reps) == 4  # replicas: 0 resolved per node: 2 + 2
+    per_node = Counter(r["node"] for r in reps.values())
+    assert sorted(per_node.values()) == [2, 2]
+    for node in per_node:
+        mine = [r for r in reps.values() if r["node"] == node]
+        assert sorted(r["cvd"] for r in mine) == ["0", "1"]  # each its own GPU
+        assert all(r["gpu_ids"] == [r["cvd"]] for r in mine)
+
+
+def test_a_tensor_parallel_group_gets_two_gpus_of_one_node(two_nodes):
+    reps = replicas(probe(two_nodes, replicas=0, gpus=2, cpus=1)["rows"])
+    assert len(reps) == 2 and len({r["node"] for r in reps.values()}) == 2
+    assert all(r["cvd"] == "0,1" and sorted(r["gpu_ids"]) == ["0", "1"] for r in reps.values())
+
+
+def test_cpu_replicas_spread_one_per_node(two_nodes):
+    reps = replicas(probe(two_nodes, replicas=2, gpus=0, cpus=1)["rows"])
+    assert len(reps) == 2 and len({r["node"] for r in reps.values()}) == 2
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"replicas": 0, "gpus": 3, "cpus": 1}, "engine.num_gpus_per_replica=3 (the tensor-parallel "
+                                            "group) is more than any node has"),
+    ({"replicas": 5, "gpus": 1, "cpus": 1}, "engine.replicas=5: the cluster can place 4"),
+    ({"replicas": 2, "gpus": 1, "cpus": 3}, "take every CPU of the cluster (6)"),
+    ({"replicas": 1, "gpus": 1, "cpus": 1, "engine_kwargs": {"pipeline_parallel_size": 2}},
+     "pipeline_parallel_size > 1 is not supported"),
+])
+def test_plans_that_cannot_be_placed_are_one_line_errors(two_nodes, spec, message):
+    out = probe(two_nodes, **spec)
+    assert message in out["error"] and "\n" not in out["error"]
+    assert "127.0.0.2: 3 CPU, 2 GPU" in out["error"] or "CPU of the cluster" in out["error"]
+
+
+def test_an_unreachable_ray_address_is_one_line_in_bounded_time():
+    from conftest import run_job
+
+    port = local_ray._free_port()  # nothing listens there
+    proc = run_job("generate", "experiment=quickstart", "dataset.limit=1", "cache_dir=off",
+                   env={"RAY_ADDRESS": f"127.0.0.1:{port}"}, timeout=120)
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert f"RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers there" in lines[0]
+
+
+@pytest.mark.slow
+def test_two_replicas_one_per_node_shard_the_prompts_and_share_the_row_cache(two_nodes, tmp_path):
+    """jobs.generate with engine.replicas=2 on the two-node cluster: one vLLM CPU replica per
+    node, each reported in the efficiency block; the responses equal a one-replica run's row by
+    row (sampling is seeded per row); rerun with one replica on the same row cache computes
+    nothing."""
+    from conftest import run_job
+
+    cache = tmp_path / "cache"
+    common = ["experiment=quickstart", "dataset.limit=6", "generation.max_tokens=16",
+              "engine.batch_size=2", "wandb.mode=disabled"]
+    ray_env = {"RAY_ADDRESS": two_nodes["address"]}
+    two = run_job("generate", *common, "engine.replicas=2", f"cache_dir={cache}",
+                  f"run_dir={tmp_path / 'two'}", env=ray_env, timeout=1200)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    assert "placement: 2 replica(s)" in two.stdout
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    reps = summary["efficiency"]["by_replica"]
+    assert len(reps) == 2 and len({r["node"] for r in reps.values()}) == 2, reps
+    assert sum(r["rows"] for r in reps.values()) == 6
+    assert all(r["rows"] > 0 and r["output_tokens"] > 0 and r["busy_s"] > 0 for r in reps.values())
+
+    one = run_job("generate", *common, "engine=local", "cache_dir=off",
+                  f"run_dir={tmp_path / 'one'}", timeout=1200)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    def responses(run: str) -> dict:
+        import pyarrow.parquet as pq
+
+        gens = pq.read_table(tmp_path / run / "generations.parquet").to_pylist()
+        return {(g["row_id"], g["sample_index"]): g["response"] for g in gens}
+
+    a, b = responses("two"), responses("one")
+    assert set(a) == set(b) and len(a) == 6
+    differ = [k for k in a if a[k] != b[k]]
+    assert not differ, f"{len(differ)} of 6 responses differ between 2 replicas and 1: {differ}"
+
+    again = run_job("generate", *common, "engine.replicas=1", f"cache_dir={cache}",
+                    f"run_dir={tmp_path / 'again'}", env=ray_env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    g = json.loads((tmp_path / "again" / "summary.json").read_text())["generations"]
+    assert (g["cached"], g["computed"]) == (6, 0)
+    assert responses("again") == a
