@@ -137,3 +137,46 @@ def test_two_replicas_one_per_node_shard_the_prompts_and_share_the_row_cache(two
     g = json.loads((tmp_path / "again" / "summary.json").read_text())["generations"]
     assert (g["cached"], g["computed"]) == (6, 0)
     assert responses("again") == a
+
+
+@pytest.mark.slow
+def test_losing_a_node_mid_run_retries_its_rows_on_the_survivor(tmp_path):
+    """kill -9 of the second node's Ray processes while two replicas generate: the unfinished
+    rows run again on the surviving node (retried, not failed), nothing persisted is lost, and
+    the same command again computes nothing."""
+    import threading
+    import time
+
+    from conftest import run_job
+
+    root = Path("/tmp") / f"acl-{os.getpid()}"
+    state = local_ray.start(root, nodes=2, cpus=3, gpus=0)
+    cache = tmp_path / "cache"
+    args = ["experiment=quickstart", "dataset.limit=12", "generation.max_tokens=24",
+            "engine.batch_size=1", "engine.replicas=2", "wandb.mode=disabled",
+            f"cache_dir={cache}", f"run_dir={tmp_path / 'run'}"]
+    killed = []
+
+    def kill_when_a_batch_is_persisted():
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and not list(cache.glob("*/part-*.parquet")):
+            time.sleep(0.2)
+        killed.append(local_ray.kill_node(root, 2))
+
+    try:
+        watcher = threading.Thread(target=kill_when_a_batch_is_persisted, daemon=True)
+        watcher.start()
+        proc = run_job("generate", *args, env={"RAY_ADDRESS": state["address"]}, timeout=1500)
+        watcher.join(timeout=5)
+        assert killed and killed[0] > 0, "node 2 was never killed"
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "retrying its" in proc.stderr and "unfinished rows" in proc.stderr
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["generations"]["written"] == summary["generations"]["ok"] == 12
+        again = run_job("generate", *args, env={"RAY_ADDRESS": state["address"]}, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        g = json.loads((tmp_path / "run" / "summary.json").read_text())["generations"]
+        assert (g["cached"], g["computed"]) == (12, 0)
+    finally:
+        local_ray.stop(root)
+    assert local_ray.processes(root, state["client_port"]) == []

@@ -190,27 +190,56 @@ def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.T
 
 
 def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
+    """Batches from a Ray Data pass of LLMStage replicas. When a replica is lost for good (its
+    node died, or it crashed past ``engine.max_restarts``), Ray Data stops the whole pass: the
+    rows not finished then go through a new pass on the replicas the cluster can still place
+    (``engine.max_restarts`` such passes at most); only what is left after that is failed,
+    with the error that stopped the last pass."""
     from aligncultura.engine.vllm_stage import LLMStage
-
-    kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup}
-    ds = engine_dataset(requests, LLMStage, kwargs, engine_cfg)
     from aligncultura.rundir import raise_if_interrupted
 
-    seen: set[str] = set()
-    try:
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
-            seen.update(batch.column("request_id").to_pylist())
-            yield batch
-            raise_if_interrupted()  # the batch is persisted by now
-    except Exception as exc:  # noqa: BLE001 - replicas died past their retries
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-        error = f"engine failed after {engine_cfg.max_restarts} restarts: {type(exc).__name__}: " \
-                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        print(f"warning: {error}; the rows not finished are marked failed", file=sys.stderr)
-        left = [i for i, rid in enumerate(requests.column("request_id").to_pylist())
-                if rid not in seen]
-        yield failed_completions(requests.take(pa.array(left, pa.int64())), error)
+    kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup}
+    todo, retries, cfg = requests, 0, engine_cfg
+    while True:
+        seen: set[str] = set()
+        ds = engine_dataset(todo, LLMStage, kwargs, cfg)  # a plan that cannot run: JobError
+        try:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None,
+                                         prefetch_batches=0):
+                seen.update(batch.column("request_id").to_pylist())
+                yield batch
+                raise_if_interrupted()  # the batch is persisted by now
+            return
+        except Exception as exc:  # noqa: BLE001 - a replica (or its node) was lost
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            left = [i for i, rid in enumerate(todo.column("request_id").to_pylist())
+                    if rid not in seen]
+            todo = todo.take(pa.array(left, pa.int64()))
+            if retries < int(engine_cfg.max_restarts) and todo.num_rows:
+                retries += 1
+                print(f"warning: an engine pass stopped ({reason[:200]}); retrying its "
+                      f"{todo.num_rows} unfinished rows on the replicas the cluster can still "
+                      f"place (retry {retries}/{engine_cfg.max_restarts})", file=sys.stderr,
+                      flush=True)
+                cfg = _with_replicas(engine_cfg, 0)  # as many as the surviving nodes hold
+                continue
+            error = f"engine failed ({retries} retr{'y' if retries == 1 else 'ies'} of the " \
+                    f"unfinished rows): {reason}"
+            print(f"warning: {error}; the {todo.num_rows} rows not finished are marked failed",
+                  file=sys.stderr)
+            yield failed_completions(todo, error)
+            return
+
+
+def _with_replicas(engine_cfg: Any, replicas: int) -> Any:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(_plain_dict(engine_cfg)) if not OmegaConf.is_config(engine_cfg) \
+        else engine_cfg.copy()
+    OmegaConf.update(cfg, "replicas", replicas, force_add=True)
+    return cfg
 
 
 @dataclass
