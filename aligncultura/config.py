@@ -77,8 +77,9 @@ class EngineConfig:
     num_gpus_per_replica: float = 0.0
     batch_size: int = 64  # rows per Ray Data batch handed to one engine call
     threads: int | None = None  # torch threads in the replica; null = all cores
-    max_restarts: int = 2  # a replica that dies (OOM, crash) is restarted this often, then
-    # its unfinished rows are marked failed and the job goes on
+    # when a replica (or its node) dies, the unfinished rows run again on the replicas the
+    # cluster can still place, this many times; then they are marked failed and the job goes on
+    max_restarts: int = 2
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 

@@ -1,17 +1,16 @@
-"""What every job shell shares: the command-line wrapper (one-line errors, exit 2), the
-precheck of presets and keys before Hydra runs, and the run directory set-up."""
+"""What every job shell shares: the command-line wrapper (one-line errors, exit 2) and the
+precheck of presets and keys before Hydra runs. Only `jobs/` imports it."""
 
 from __future__ import annotations
 
 import functools
 import sys
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from aligncultura.errors import InputError, JobError
-from aligncultura.rundir import SECRET_VALUE, RunDir
+from aligncultura.rundir import SECRET_VALUE, redact_hydra_files
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -38,54 +37,6 @@ def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
             sys.exit(2)
 
     return main
-
-
-def resolve_run_dir(cfg: Any, job: str) -> RunDir:
-    """`run_dir=PATH` when given, else Hydra's job output dir (one per multirun job)."""
-    if cfg.get("run_dir"):
-        return RunDir(cfg.run_dir)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return RunDir(HydraConfig.get().runtime.output_dir)
-    except (ImportError, ValueError):
-        return RunDir(Path("runs") / job / time.strftime("%Y-%m-%d_%H-%M-%S"))
-
-
-def start_run(cfg: Any, job: str, input_files: Iterable[str]) -> RunDir:
-    from omegaconf import OmegaConf
-
-    rd = resolve_run_dir(cfg, job)
-    rd.write_config(OmegaConf.to_container(cfg, resolve=True))
-    rd.write_manifest(job, sorted(set(input_files)))
-    redact_hydra_files()
-    return rd
-
-
-def redact_hydra_files() -> None:
-    """Hydra writes the overrides and the config as typed into `<output dir>/.hydra/` (and a
-    multirun's `multirun.yaml`): mask secret-looking keys and values there too."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return
-    import yaml
-
-    from aligncultura.rundir import atomic_write_bytes, redact
-
-    files = list((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")) \
-        if hc.output_subdir else []
-    if hc.sweep.dir:
-        files.append(Path(hc.sweep.dir) / "multirun.yaml")
-    for f in files:
-        try:
-            data = yaml.safe_load(f.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if redact(data) != data:
-            atomic_write_bytes(f, yaml.safe_dump(redact(data), sort_keys=False).encode())
 
 
 def check_presets(conf_dir: Path, groups: Iterable[str], argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,52 @@ class RunDir:
 
     def write_parquet(self, name: str, table: pa.Table) -> None:
         write_parquet(self / name, table)
+
+
+def resolve_run_dir(cfg: Any, job: str) -> RunDir:
+    """`run_dir=PATH` when given, else Hydra's job output dir (one per multirun job)."""
+    if cfg.get("run_dir"):
+        return RunDir(cfg.run_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return RunDir(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return RunDir(Path("runs") / job / time.strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+def start_run(cfg: Any, job: str, input_files: Iterable[str]) -> RunDir:
+    from omegaconf import OmegaConf
+
+    rd = resolve_run_dir(cfg, job)
+    rd.write_config(OmegaConf.to_container(cfg, resolve=True))
+    rd.write_manifest(job, sorted(set(input_files)))
+    redact_hydra_files()
+    return rd
+
+
+def redact_hydra_files() -> None:
+    """Hydra writes the overrides and the config as typed into `<output dir>/.hydra/` (and a
+    multirun's `multirun.yaml`): mask secret-looking keys and values there too."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return
+    import yaml
+
+    files = list((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")) \
+        if hc.output_subdir else []
+    if hc.sweep.dir:
+        files.append(Path(hc.sweep.dir) / "multirun.yaml")
+    for f in files:
+        try:
+            data = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if redact(data) != data:
+            atomic_write_bytes(f, yaml.safe_dump(redact(data), sort_keys=False).encode())
 
 
 class Interrupted(BaseException):

@@ -8,7 +8,9 @@ CPUs per node), alternating 1 and 2 replicas. Reported per side: wall time of th
 steady output tok/s (engine start excluded), and engine CPU seconds per wall second (what the
 cores gave). On a 2-core machine the cores are the limit: two replicas share the two cores
 that one replica's threads already use, so the ratio measures the overhead of sharding, not
-a speed-up; on a cluster each replica has its own node.
+a speed-up; on a cluster each replica has its own node. By default each replica gets
+cores / replicas engine threads (`engine.threads`); with --no-split-cores every replica binds
+all cores and their OpenMP teams fight over them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def run(replicas: int, address: str, args, out: Path) -> dict:
     cmd = [sys.executable, "-m", "jobs.generate", "experiment=quickstart",
            f"dataset.limit={args.prompts}", f"generation.max_tokens={args.max_tokens}",
            f"engine.replicas={replicas}", "engine.batch_size=4", "cache_dir=off",
+           f"engine.threads={max(1, args.cores // replicas) if args.split_cores else 'null'}",
            "wandb.mode=disabled", f"run_dir={out}", "progress=false"]
     env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled"}
     t0 = time.perf_counter()
@@ -50,6 +53,10 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--split-cores", action=argparse.BooleanOptionalAction, default=True,
+                    help="give each replica cores/replicas engine threads (default), as replicas "
+                         "sharing one machine should; --no-split-cores: every replica all cores")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="acb-", dir="/tmp"))
     state = local_ray.start(root / "ray", nodes=2, cpus=2, gpus=0)

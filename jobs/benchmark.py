@@ -36,6 +36,7 @@ from aligncultura.benchmark.generation import TASK as GENERATE
 from aligncultura.benchmark.generation import generation_requests, generation_rows
 from aligncultura.benchmark.judging import (
     JudgeFollowup,
+    failed_share_error,
     generation_outcomes,
     judgment_rows,
     refusal_judgments,
@@ -49,8 +50,8 @@ from aligncultura.engine.models import resolve_model
 from aligncultura.engine.progress import efficiency
 from aligncultura.engine.runner import run_requests, same_engine
 from aligncultura.errors import JobError
-from aligncultura.jobkit import precheck, start_run
-from aligncultura.rundir import guard_signals
+from aligncultura.jobkit import precheck
+from aligncultura.rundir import guard_signals, start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -238,12 +239,9 @@ def run(cfg: Any) -> dict[str, Any]:
     failures = unscored_failures(judgments, judge.name, cfg.judge.max_unscored_rate)
     if judgments2 is not None:
         failures += unscored_failures(judgments2, judge2.name, judge2_cfg.max_unscored_rate)
-    outcome = metrics["generation_failed"]
-    if outcome["excluded_rate"] > cfg.bench.max_failed_rate:
-        why = ", ".join(f"{k} {v}" for k, v in outcome["by_reason"].items() if v)
-        failures.append(f"{outcome['excluded']}/{outcome['total']} generations failed and are "
-                        f"left out of every metric ({why}) > bench.max_failed_rate="
-                        f"{cfg.bench.max_failed_rate}")
+    too_many = failed_share_error(metrics["generation_failed"], cfg.bench.max_failed_rate)
+    if too_many:
+        failures.append(too_many)
     summary = {
         "job": "benchmark", "model": model.name, "judge": judge.name,
         "rows": {**prompts.counts, "states": states},

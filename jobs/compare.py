@@ -22,7 +22,8 @@ from aligncultura.compare.comparison import compare
 from aligncultura.compare.report import render, wandb_tables
 from aligncultura.compare.runs import Run, load_runs
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck, start_run
+from aligncultura.jobkit import cli, precheck
+from aligncultura.rundir import start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -23,11 +23,12 @@ import hydra
 
 from aligncultura.data.reader import quarantine_table
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck, start_run
+from aligncultura.jobkit import cli, precheck
 from aligncultura.leakage import exact_clusters, near_duplicate_clusters
 from aligncultura.leakage.clusters import duplicate_groups
 from aligncultura.leakage.config import core_config, read_side
 from aligncultura.leakage.ray import ray_fingerprints
+from aligncultura.rundir import start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

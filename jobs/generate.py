@@ -17,8 +17,8 @@ from aligncultura.engine.models import resolve_model
 from aligncultura.engine.progress import efficiency
 from aligncultura.engine.runner import run_requests
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck, start_run
-from aligncultura.rundir import guard_signals
+from aligncultura.jobkit import cli, precheck
+from aligncultura.rundir import guard_signals, start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

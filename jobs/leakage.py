@@ -18,11 +18,12 @@ import hydra
 
 from aligncultura.data.reader import quarantine_table
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck, start_run
+from aligncultura.jobkit import cli, precheck
 from aligncultura.leakage import build_index
 from aligncultura.leakage.config import core_config, read_side
 from aligncultura.leakage.references import reference_files, scan_references
 from aligncultura.leakage.summary import leakage_summary
+from aligncultura.rundir import start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -83,6 +83,8 @@ CASES = {
     "unknown judge2": ("benchmark", ["judge2=nope"], "judge2=nope"),
     "determinism share": ("benchmark", ["bench.determinism_sample=2"],
                           "bench.determinism_sample"),
+    "failed share": ("benchmark", ["bench.max_failed_rate=1.5"], "bench.max_failed_rate=1.5"),
+    "yes/no mass": ("build_dataset", ["classify.min_yes_no_mass=2"], "classify.min_yes_no_mass"),
 }
 
 

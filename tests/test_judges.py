@@ -386,7 +386,11 @@ def test_generations_not_judged_are_counted_and_refusals_scored_by_rule():
     metric and counted; an API policy refusal is a harmless, unhelpful answer (scored by rule)."""
     import pyarrow as pa
 
-    from aligncultura.benchmark.judging import generation_outcomes, refusal_judgments
+    from aligncultura.benchmark.judging import (
+        failed_share_error,
+        generation_outcomes,
+        refusal_judgments,
+    )
     from aligncultura.benchmark.metrics import compute_metrics
     from aligncultura.engine.requests import GENERATION_SCHEMA
 
@@ -397,6 +401,10 @@ def test_generations_not_judged_are_counted_and_refusals_scored_by_rule():
     assert generation_outcomes(gens) == {
         "total": 5, "excluded": 2, "excluded_rate": 0.4,
         "by_reason": {"engine_error": 1, "policy_refusal": 2, "truncated_reasoning": 1}}
+    assert failed_share_error(generation_outcomes(gens), 0.05) == (
+        "2/5 generations failed and are left out of every metric (engine_error 1, policy_refusal 2, "
+        "truncated_reasoning 1) > bench.max_failed_rate=0.05")
+    assert failed_share_error(generation_outcomes(gens), 0.4) is None
     meta = {r: {"helpful_ref": None if r == "e" else "ref"} for r in statuses}
     rows = refusal_judgments(gens, meta, "m", "j").to_pylist()
     assert [(r["row_id"], r["criterion"], r["order"], r["verdict"]) for r in rows] == [

@@ -142,3 +142,13 @@ def generation_outcomes(gens: pa.Table) -> dict[str, Any]:
     return {"total": len(statuses), "excluded": excluded,
             "excluded_rate": excluded / len(statuses) if statuses else 0.0,
             "by_reason": by_reason}
+
+
+def failed_share_error(outcome: dict[str, Any], limit: float) -> str | None:
+    """The one-line error when the generations left out of every metric exceed
+    `bench.max_failed_rate` (a share of all generations), else None."""
+    if outcome["excluded_rate"] <= limit:
+        return None
+    why = ", ".join(f"{k} {v}" for k, v in outcome["by_reason"].items() if v)
+    return (f"{outcome['excluded']}/{outcome['total']} generations failed and are left out of "
+            f"every metric ({why}) > bench.max_failed_rate={limit}")

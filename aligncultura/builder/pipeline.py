@@ -25,8 +25,7 @@ from aligncultura.engine.cache import row_cache
 from aligncultura.engine.models import resolve_model
 from aligncultura.engine.runner import same_engine
 from aligncultura.errors import JobError
-from aligncultura.jobkit import start_run
-from aligncultura.rundir import guard_signals
+from aligncultura.rundir import guard_signals, start_run
 
 ROLES = ("classifier", "generator", "critic")
 

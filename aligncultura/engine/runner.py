@@ -161,8 +161,11 @@ def engine_dataset(requests: pa.Table, stage: Any, kwargs: dict[str, Any], engin
         compute=actor_pool(plan.replicas),
         num_cpus=cpus,
         num_gpus=gpus or None,
-        max_restarts=engine_cfg.max_restarts,
-        max_task_retries=engine_cfg.max_restarts,
+        # a lost replica is not restarted by Ray (its constructor arguments live in the object
+        # store, so Ray warns at error level that a restart could fail): the pass stops and
+        # `_complete_ray` runs the unfinished rows in a new pass, engine.max_restarts times
+        max_restarts=0,
+        max_task_retries=0,
         scheduling_strategy="SPREAD",  # replicas over every node, not packed onto the first
     )
 
