@@ -21,7 +21,9 @@ class InputConfig:
     name: str = "sample"  # source name: used in row ids when the input has no id column
     path: str | None = None  # None = the embedded sample shipped with the package
     format: str = "auto"  # auto (from the suffix) | csv | jsonl | parquet
-    encoding: str = "utf-8"  # for csv/jsonl; the released CulturaX is cp1252
+    # for csv/jsonl: auto reads a BOM, else UTF-8, else the detected legacy encoding (with a
+    # note); an explicit one is obeyed (the released CulturaX is cp1252)
+    encoding: str = "auto"
     text_field: str = "question"
     id_field: str | None = "id"  # None = source name + row index
     class_field: str | None = "class_id"
@@ -157,6 +159,19 @@ class BenchmarkJobConfig(GenerateJobConfig):
     judge: JudgeConfig = MISSING
     judge2: JudgeConfig | None = None  # `judge2=<preset>` (conf/judge2/): a second judge, for agreement
     bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+def command_line_keys() -> set[str] | None:
+    """The config keys this Hydra run was given on the command line (``dataset.class_field=x``,
+    ``+a.b=y``; a group choice such as ``dataset=culturax`` gives ``dataset``); None outside a
+    Hydra run (then every configured field counts as named by the caller)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().overrides.task
+    except (ImportError, ValueError):
+        return None
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in overrides}
 
 
 def register() -> None:

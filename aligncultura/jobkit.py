@@ -33,10 +33,18 @@ def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return run(cfg)
         except user_errors() as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"error: {SECRET_VALUE.sub('***', msg)}", file=sys.stderr, flush=True)
+            print(f"error: {printable(SECRET_VALUE.sub('***', msg))}", file=sys.stderr,
+                  flush=True)
             sys.exit(2)
 
     return main
+
+
+def printable(text: str) -> str:
+    """Control characters (NUL, escape sequences, a UTF-16 file read as bytes, ...) shown as
+    escapes, never sent raw to the terminal."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode()
+                   for ch in text)
 
 
 def check_presets(conf_dir: Path, groups: Iterable[str], argv: list[str] | None = None) -> None:

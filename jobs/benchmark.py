@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
-from aligncultura import config as _config  # noqa: F401  (registers the schemas)
 from aligncultura.benchmark.accounting import write_row_states
 from aligncultura.benchmark.agreement import (
     determinism_changes,
@@ -44,6 +43,7 @@ from aligncultura.benchmark.judging import (
 )
 from aligncultura.benchmark.metrics import compute_metrics
 from aligncultura.benchmark.report import results_table
+from aligncultura.config import command_line_keys  # (importing it registers the schemas)
 from aligncultura.data.reader import load_prompts, quarantine_table
 from aligncultura.engine.cache import row_cache
 from aligncultura.engine.models import resolve_model
@@ -141,7 +141,7 @@ def unscored_failures(judgments: pa.Table, judge: str, limit: float) -> list[str
 
 def run(cfg: Any) -> dict[str, Any]:
     t_job = time.perf_counter()
-    prompts = load_prompts(cfg.dataset)
+    prompts = load_prompts(cfg.dataset, "dataset", command_line_keys())
     provision = not cfg.dry_run
     model = resolve_model(cfg.model, provision=provision)
     judge = resolve_model(cfg.judge.model, key="judge.model", provision=provision)

@@ -8,9 +8,9 @@ from typing import Any
 
 import hydra
 
-from aligncultura import config as _config  # noqa: F401  (registers the schemas)
 from aligncultura.benchmark.accounting import write_row_states
 from aligncultura.benchmark.generation import generation_requests, generation_rows
+from aligncultura.config import command_line_keys  # (importing it registers the schemas)
 from aligncultura.data.reader import load_prompts, quarantine_table
 from aligncultura.engine.cache import row_cache
 from aligncultura.engine.models import resolve_model
@@ -25,7 +25,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 
 def plan(cfg: Any) -> dict[str, Any]:
     """Validate config, inputs and model paths without starting an engine."""
-    prompts = load_prompts(cfg.dataset)
+    prompts = load_prompts(cfg.dataset, "dataset", command_line_keys())
     model = resolve_model(cfg.model, provision=not cfg.dry_run)
     return {"prompts": prompts, "model": model}
 

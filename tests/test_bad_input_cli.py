@@ -59,10 +59,12 @@ CASES = {
     "dir without data": ("generate", ["dataset.path={emptydir}"], "holds no .csv"),
     "dir of mixed formats": ("generate", ["dataset.path={mixed}"], "dataset.format"),
     "missing text column": ("generate", ["dataset.path={notext_csv}"], "dataset.text_field"),
-    "missing optional column": ("generate", ["dataset.path={notopic_jsonl}"],
-                                "dataset.topic_field"),
+    # an optional column the user named: still an error (left at its preset name: a note)
+    "missing optional column": ("generate", ["dataset.path={notopic_jsonl}",
+                                             "dataset.topic_field=topic"], "dataset.topic_field"),
     "every line malformed": ("generate", ["dataset.path={allbad_jsonl}"], "line 1: malformed"),
-    "utf-16 read as utf-8": ("generate", ["dataset.path={utf16_jsonl}"], "line 1"),
+    "utf-16 read as utf-8": ("generate", ["dataset.path={utf16_jsonl}", "dataset.encoding=utf-8"],
+                             "line 1"),
     "gzip named .jsonl": ("generate", ["dataset.path={gzip_jsonl}"], "no usable row"),
     "corrupt parquet": ("generate", ["dataset.path={junk_parquet}"], "not a readable Parquet"),
     "unknown encoding": ("generate", ["dataset.encoding=klingon"], "dataset.encoding"),
@@ -197,7 +199,7 @@ def test_cp1252_csv_read_as_utf8_quarantines_rows(quickstart_benchmark, tmp_path
     assert ("q1", 6) in broken and len(broken) < len(rows)
     rd = tmp_path / "run"
     proc = run_job("generate", *_cached_args(ref_dir), f"dataset.path={src}", f"run_dir={rd}",
-                   timeout=600)
+                   "dataset.encoding=utf-8", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"all {len(rows) - len(broken)} rows cached: no engine started" in proc.stdout
     q = pq.read_table(rd / "quarantine.parquet").to_pylist()
@@ -254,3 +256,58 @@ def test_garbage_judge_fails_loudly_and_keeps_generations(quickstart_benchmark, 
     assert set(judged.column("status").to_pylist()) == {"unscored"}
     assert all(judged.column("reason").to_pylist())
     assert isinstance(judged, pa.Table) and (rd / "metrics.json").exists()
+
+
+def _one_error(proc) -> str:
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, \
+        proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_every_job_names_the_key_the_user_set(tmp_path):
+    """The same bad input (a class column that does not exist) under each job's own key."""
+    data = tmp_path / "seeds.jsonl"
+    data.write_text("".join(json.dumps({"id": r["id"], "question": r["question"]}) + "\n"
+                            for r in _sample()[:3]))
+    cases = [
+        ("generate", [f"dataset.path={data}", "dataset.class_field=label"], "dataset.class_field"),
+        ("benchmark", [f"dataset.path={data}", "dataset.class_field=label"], "dataset.class_field"),
+        ("build_dataset", [f"seeds.path={data}", "seeds.class_field=label"], "seeds.class_field"),
+        ("dedup", [f"input.path={data}", "input.class_field=label"], "input.class_field"),
+        ("leakage", [f"eval.path={data}", "eval.class_field=label", f"reference.paths=[{data}]"],
+         "eval.class_field"),
+        ("build_dataset", [f"seeds.path={data}", "seeds.limit=0"], "seeds.limit=0"),
+    ]
+    for job, args, key in cases:
+        line = _one_error(run_job(job, *args, "dry_run=true" if job not in ("dedup", "leakage")
+                                  else f"run_dir={tmp_path / job}", timeout=300))
+        assert key in line, (job, line)
+        if not key.startswith("dataset."):  # never the generic key of another job
+            assert "dataset." not in line, (job, line)
+
+
+def test_an_error_never_prints_control_characters(tmp_path):
+    """A UTF-16 CSV read as UTF-8: its header is full of NUL bytes; the error escapes them."""
+    data = tmp_path / "unicode.csv"
+    data.write_bytes("id,question\r\n1,How is injera made?\r\n".encode("utf-16"))
+    proc = run_job("generate", f"dataset.path={data}", "dataset.encoding=utf-8", "dry_run=true",
+                   timeout=300)
+    line = _one_error(proc)
+    assert "\x00" not in proc.stderr and "\\x00" in line, line
+    assert all(ch.isprintable() for ch in line)
+
+
+def test_optional_columns_left_at_their_preset_names_are_skipped_with_a_note(tmp_path):
+    """A user's own file with just id and question: the preset's class, topic and reference
+    columns are absent. Each is skipped with a one-line note; the job runs (dry run here)."""
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"id": r["id"], "question": r["question"]}) + "\n"
+                            for r in _sample()[:3]))
+    proc = run_job("generate", f"dataset.path={data}", "dry_run=true", timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    notes = [x for x in proc.stderr.splitlines() if x.startswith("note: ")]
+    assert len(notes) == 5, notes  # class_id, topic and the three reference answers
+    assert any("'class_id' for dataset.class_field" in n for n in notes)
+    assert all("name the column with dataset." in n for n in notes)
+    assert "plan: 3 prompts (read 3, quarantined 0)" in proc.stdout

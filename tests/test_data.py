@@ -166,7 +166,8 @@ def csv_input(tmp_path: Path, body: bytes | str, name: str = "data.csv", **chang
     path = tmp_path / name
     raw = body if isinstance(body, bytes) else body.encode("utf-8")
     path.write_bytes(raw)
-    return InputConfig(name="t", path=str(path), **changes)
+    # an explicit utf-8 (the default `auto` would read a legacy file whole: tested apart)
+    return InputConfig(name="t", path=str(path), **{"encoding": "utf-8", **changes})
 
 
 def jsonl_input(tmp_path: Path, lines: list[str], name: str = "data.jsonl",
@@ -411,3 +412,39 @@ def test_path_that_does_not_exist(tmp_path):
 
 def test_named_input_without_path():
     input_error(InputConfig(name="culturax"), "input 'culturax' has no path", "dataset.path")
+
+
+@pytest.mark.parametrize("encode, note", [
+    (lambda t: t.encode("cp1252"), "read as cp1252"),  # what Excel on Windows writes
+    (lambda t: t.encode("utf-16"), None),  # BOM: Excel's "Unicode text"
+    (lambda t: t.encode("utf-8-sig"), None),
+    (lambda t: t.encode("utf-8"), None),
+])
+def test_encoding_auto_reads_boms_and_detects_legacy_files(tmp_path, capsys, encode, note):
+    text = "id,question\r\n1,\u201cHow is injera made?\u201d\r\n2,Is the caf\u00e9 old?\r\n"
+    path = tmp_path / "data.csv"
+    path.write_bytes(encode(text))
+    result = read_input(InputConfig(name="t", path=str(path), class_field=None))
+    assert result.table.column("question").to_pylist() == ["\u201cHow is injera made?\u201d",
+                                                           "Is the caf\u00e9 old?"]
+    err = capsys.readouterr().err
+    assert (note in err) if note else "note:" not in err
+
+
+def test_encoding_auto_keeps_a_utf8_file_with_broken_bytes_utf8(tmp_path):
+    """Valid UTF-8 text with one stray byte is not re-read as a legacy code page (that would
+    garble every other row): the broken row is quarantined."""
+    body = "id,question\n1,Is the caf\u00e9 old?\n".encode() + b"2,Caf\xe9 culture?\n"
+    path = tmp_path / "data.csv"
+    path.write_bytes(body)
+    result = read_input(InputConfig(name="t", path=str(path), class_field=None))
+    assert result.table.column("question").to_pylist() == ["Is the caf\u00e9 old?"]
+    assert result.quarantine[0]["reason"] == "question is not valid text in the configured encoding"
+
+
+def test_an_explicit_encoding_is_obeyed(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes("id,question\n1,Is the caf\u00e9 old?\n".encode("cp1252"))
+    result = read_input(InputConfig(name="t", path=str(path), class_field=None,
+                                    encoding="latin-1"))
+    assert result.table.column("question").to_pylist() == ["Is the caf\u00e9 old?"]

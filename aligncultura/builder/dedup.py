@@ -82,7 +82,7 @@ class References:
         self.stats: dict[str, dict[str, int]] = {}
         self.files: list[str] = []
         for cfg in cfgs:
-            read = read_input(cfg)
+            read = read_input(cfg, "dedup.references")
             self.corpora.append((cfg.name, read.table.select(["question", "row_id"])))
             self.stats[cfg.name] = {"read": read.read, "used": read.used,
                                     "quarantined": len(read.quarantine)}

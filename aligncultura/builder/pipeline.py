@@ -19,6 +19,7 @@ import numpy as np
 from aligncultura.builder import classify, dedup, expand, respond, split
 from aligncultura.builder.calls import Role, StageStats
 from aligncultura.builder.output import write_outputs
+from aligncultura.config import command_line_keys
 from aligncultura.data import taxonomy
 from aligncultura.data.reader import content_hash, load_prompts, quarantine_table
 from aligncultura.engine.cache import row_cache
@@ -169,7 +170,7 @@ def _expand(cfg: Any, pool: list[dict], targets: list[int], gen: Role, cls: Role
 def build(cfg: Any) -> dict[str, Any]:
     t_job = time.perf_counter()
     targets = validate(cfg)
-    seeds = load_prompts(cfg.seeds)
+    seeds = load_prompts(cfg.seeds, "seeds", command_line_keys())
     d = int(cfg.dedup.max_distance)
     refs = dedup.References(list(cfg.dedup.references), d)
     models = {r: resolve_model(cfg.roles[r], key=f"roles.{r}",

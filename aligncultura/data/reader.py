@@ -17,7 +17,10 @@ import hashlib
 import io
 import json
 import os
+import re
+import sys
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -96,22 +99,22 @@ def sample_path() -> Path:
     return Path(str(resources.files("aligncultura.data") / "sample_data" / SAMPLE_NAME))
 
 
-def resolve_files(cfg: InputConfig) -> tuple[list[Path], str]:
+def resolve_files(cfg: InputConfig, key: str = "dataset") -> tuple[list[Path], str]:
     """The files an input names and their format; raises InputError before any work starts."""
     if not cfg.path and cfg.name != "sample":
         raise InputError(
-            f"input '{cfg.name}' has no path: set dataset.path=... (only the embedded 'sample' "
+            f"input '{cfg.name}' has no path: set {key}.path=... (only the embedded 'sample' "
             "input may leave it empty)"
         )
     path = Path(os.path.expanduser(cfg.path)) if cfg.path else sample_path()
     if not path.exists():
-        raise InputError(f"input '{cfg.name}': {path} does not exist (set dataset.path=...)")
+        raise InputError(f"input '{cfg.name}': {path} does not exist (set {key}.path=...)")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
         if not files:
             raise InputError(
                 f"input '{cfg.name}': directory {path} holds no .csv, .jsonl or .parquet file; "
-                "set dataset.path to a data file or a folder of them"
+                f"set {key}.path to a data file or a folder of them"
             )
     else:
         files = [path]
@@ -121,26 +124,75 @@ def resolve_files(cfg: InputConfig) -> tuple[list[Path], str]:
         if None in kinds or len(kinds) != 1:
             raise InputError(
                 f"input '{cfg.name}': cannot tell the format of {path} from its suffix; "
-                "set dataset.format=csv|jsonl|parquet"
+                f"set {key}.format=csv|jsonl|parquet"
             )
         fmt = kinds.pop()
     if fmt not in ("csv", "jsonl", "parquet"):
         raise InputError(f"input '{cfg.name}': format '{fmt}' unknown; use csv, jsonl or parquet")
-    if fmt != "parquet":
+    if fmt != "parquet" and cfg.encoding != "auto":
         try:
             codecs.lookup(cfg.encoding)
         except LookupError:
-            raise InputError(f"dataset.encoding={cfg.encoding!r} is not a known text encoding; "
-                             "use e.g. utf-8, cp1252 or latin-1") from None
+            raise InputError(f"{key}.encoding={cfg.encoding!r} is not a known text encoding; "
+                             "use auto, or e.g. utf-8, cp1252 or latin-1") from None
     return files, fmt
 
 
-def _decode(raw: bytes, encoding: str) -> str:
-    # surrogateescape keeps undecodable bytes visible so single rows can be quarantined
-    return raw.decode(encoding, errors="surrogateescape")
+# the legacy single-byte code pages a detected encoding may be (UTF-16/32 need a BOM here)
+_SINGLE_BYTE = ("cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1257", "latin_1",
+                "iso8859_2", "iso8859_15", "mac_roman", "koi8_r")
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
 
 
-def _records(path: Path, fmt: str, cfg: InputConfig):
+def _decode(raw: bytes, encoding: str, path: Path | None = None, key: str = "dataset",
+            detect: bool = True) -> str:
+    """The file's text. An explicit encoding is obeyed; ``auto`` reads a BOM (UTF-8, UTF-16
+    LE/BE), then UTF-8, then (if `detect`: CSV; JSON is UTF-8 by definition), for a file with
+    no UTF-8 at all, the single-byte code page charset-normalizer detects, if the whole file
+    decodes with it (cp1252 is what Excel on Windows writes), with a one-line note.
+    Undecodable bytes stay visible (surrogateescape) so that single rows can be quarantined."""
+    if encoding != "auto":
+        return raw.decode(encoding, errors="surrogateescape")
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(name)
+            except UnicodeDecodeError:
+                break
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if not detect or _UTF8_MULTIBYTE.search(raw):  # UTF-8 with broken bytes: quarantine rows
+        return raw.decode("utf-8", errors="surrogateescape")
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw, cp_isolation=list(_SINGLE_BYTE)).best()
+    if best is not None:
+        name = best.encoding
+        # the single-byte code pages agree on most bytes, and the detector cannot always tell
+        # them apart (it reads the released CulturaX as cp1250): prefer cp1252, what Excel on
+        # Windows writes, when the whole file decodes with it
+        if name in ("cp1250", "latin_1", "iso8859_2", "iso8859_15", "mac_roman"):
+            try:
+                raw.decode("cp1252")
+                name = "cp1252"
+            except UnicodeDecodeError:
+                pass
+        try:
+            text = raw.decode(name)
+        except (UnicodeDecodeError, LookupError):
+            text = None
+        if text is not None:
+            print(f"note: {path}: not valid UTF-8; read as {name} (detected; set "
+                  f"{key}.encoding=... to choose another)", file=sys.stderr, flush=True)
+            return text
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def _records(path: Path, fmt: str, cfg: InputConfig, key: str = "dataset"):
     """Yield (line, record-or-None, error-or-None) for one file."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -149,12 +201,12 @@ def _records(path: Path, fmt: str, cfg: InputConfig):
             table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
             why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{path}: not a readable Parquet file ({why}); check dataset.path "
-                             "and dataset.format") from None
+            raise InputError(f"{path}: not a readable Parquet file ({why}); check {key}.path "
+                             f"and {key}.format") from None
         for i, rec in enumerate(table.to_pylist()):
             yield i + 1, rec, None
         return
-    text = _decode(path.read_bytes(), cfg.encoding)
+    text = _decode(path.read_bytes(), cfg.encoding, path, key, detect=fmt == "csv")
     if text.startswith("\ufeff"):
         text = text[1:]
     if fmt == "jsonl":
@@ -186,19 +238,35 @@ def _records(path: Path, fmt: str, cfg: InputConfig):
         yield reader.line_num, rec, None
 
 
-def _check_columns(cfg: InputConfig, path: Path, columns: list[str]) -> None:
-    required = {"dataset.text_field": cfg.text_field}
-    for key in ("id_field", "class_field", "topic_field", "helpful_field", "harmless_field",
-                "honest_field"):
-        value = getattr(cfg, key)
-        if value:
-            required[f"dataset.{key}"] = value
-    for key, col in required.items():
+OPTIONAL_FIELDS = ("id_field", "class_field", "topic_field", "helpful_field", "harmless_field",
+                   "honest_field")
+
+
+def _check_columns(cfg: InputConfig, path: Path, columns: list[str], key: str,
+                   explicit: Collection[str] | None, skip: set[str]) -> None:
+    """Every configured column must exist, but for an optional field the user did not name
+    (not in `explicit`, the keys set on the command line; None: every field counts as
+    named): a missing one is skipped (added to `skip`) with a one-line note."""
+    required = {f"{key}.text_field": cfg.text_field}
+    for name in OPTIONAL_FIELDS:
+        value = getattr(cfg, name)
+        if value and name not in skip:
+            required[f"{key}.{name}"] = value
+    for setting, col in required.items():
+        name = setting.rsplit(".", 1)[1]
+        if col not in columns and explicit is not None and name != "text_field" \
+                and setting not in explicit:
+            skip.add(name)
+            print(f"note: {path}: no column '{col}' for {setting} (left at its preset value): "
+                  f"read without it; name the column with {setting}=<column>", file=sys.stderr,
+                  flush=True)
+            continue
         if col not in columns:
             names = [c[:40] for c in columns if c]
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "none"
-            fix = f"set {key}=<column>" + (" or null" if key != "dataset.text_field" else "")
-            raise InputError(f"{path}: column '{col}' ({key}) not found; columns are: {shown}; {fix}")
+            fix = f"set {setting}=<column>" + (" or null" if setting != f"{key}.text_field" else "")
+            raise InputError(f"{path}: column '{col}' ({setting}) not found; columns are: {shown}; "
+                             f"{fix}")
 
 
 def _text(value: Any, what: str) -> tuple[str | None, str | None]:
@@ -230,9 +298,18 @@ def _class_id(value: Any) -> tuple[int | None, str | None]:
     return cid, None
 
 
-def read_input(cfg: InputConfig) -> ReadResult:
-    """Read one input (all splits); see the module docstring for the contract."""
-    files, fmt = resolve_files(cfg)
+def read_input(cfg: InputConfig, key: str = "dataset",
+               explicit: Collection[str] | None = None) -> ReadResult:
+    """Read one input (all splits); see the module docstring for the contract. `key` is where
+    the input sits in the job's config (dataset, seeds, eval, input, ...): errors name it.
+    `explicit`: the config keys the user set (`config.command_line_keys`); an optional column
+    they did not name that the file lacks is skipped with a note (None: all are required)."""
+    files, fmt = resolve_files(cfg, key)
+    skip: set[str] = set()
+
+    def fld(name: str) -> str | None:
+        return None if name in skip else getattr(cfg, name)
+
     rows: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
     seen_ids: dict[str, str] = {}
@@ -240,15 +317,15 @@ def read_input(cfg: InputConfig) -> ReadResult:
     index = 0
     for path in files:
         checked = False
-        for line, rec, error in _records(path, fmt, cfg):
+        for line, rec, error in _records(path, fmt, cfg, key):
             if rec is not None and "__header__" in rec:
-                _check_columns(cfg, path, rec["__header__"])
+                _check_columns(cfg, path, rec["__header__"], key, explicit, skip)
                 checked = True
                 continue
             if rec is not None and not checked:
                 # the first record names the columns; a later JSONL line without the text field
                 # is quarantined (a missing optional field reads as null)
-                _check_columns(cfg, path, list(rec.keys()))
+                _check_columns(cfg, path, list(rec.keys()), key, explicit, skip)
                 checked = True
             read += 1
             row_index = index
@@ -262,14 +339,14 @@ def read_input(cfg: InputConfig) -> ReadResult:
             if error is not None:
                 bad(error)
                 continue
-            own_id = rec.get(cfg.id_field) if cfg.id_field else None
+            own_id = rec.get(fld("id_field")) if fld("id_field") else None
             if own_id is not None and not isinstance(own_id, str | int) or isinstance(own_id, bool):
                 bad(f"id {own_id!r} is a {type(own_id).__name__}, expected text or integer")
                 continue
             own = str(own_id).strip() if own_id is not None else ""
             row_id = own or f"{cfg.name}:{row_index}"
             if cfg.text_field not in rec:
-                bad(f"field '{cfg.text_field}' missing (dataset.text_field)", row_id)
+                bad(f"field '{cfg.text_field}' missing ({key}.text_field)", row_id)
                 continue
             question, why = _text(rec.get(cfg.text_field), "question")
             if why or question is None:
@@ -281,18 +358,21 @@ def read_input(cfg: InputConfig) -> ReadResult:
             if len(question) > MAX_QUESTION_CHARS:
                 bad(f"question has {len(question)} characters (limit {MAX_QUESTION_CHARS})", row_id)
                 continue
-            cid, why = _class_id(rec.get(cfg.class_field)) if cfg.class_field else (None, None)
+            cid, why = _class_id(rec.get(fld("class_field"))) if fld("class_field") \
+                else (None, None)
             if why:
                 bad(why, row_id)
                 continue
             refs = {}
-            for key, fld in (("topic", cfg.topic_field), ("helpful_ref", cfg.helpful_field),
-                             ("harmless_ref", cfg.harmless_field),
-                             ("honest_ref", cfg.honest_field)):
-                value, why = _text(rec.get(fld), key) if fld else (None, None)
+            for out_name, column in (("topic", fld("topic_field")),
+                                     ("helpful_ref", fld("helpful_field")),
+                                     ("harmless_ref", fld("harmless_field")),
+                                     ("honest_ref", fld("honest_field"))):
+                value, why = _text(rec.get(column), out_name) if column else (None, None)
                 if why:
                     break
-                refs[key] = value.strip() if isinstance(value, str) and value.strip() else None
+                refs[out_name] = value.strip() if isinstance(value, str) and value.strip() \
+                    else None
             if why:
                 bad(why, row_id)
                 continue
@@ -317,13 +397,13 @@ def read_input(cfg: InputConfig) -> ReadResult:
                 }
             )
         if not checked and fmt != "jsonl":
-            raise InputError(f"{path}: file is empty (no header row); set dataset.path to a "
+            raise InputError(f"{path}: file is empty (no header row); set {key}.path to a "
                              "file with data")
     if not rows:
         where = files[0] if len(files) == 1 else files[0].parent
         first = f"; first problem: line {quarantine[0]['line']}: {quarantine[0]['reason']}" if quarantine else ""
-        fix = ("; check dataset.format and dataset.encoding" if read
-               else "; set dataset.path to a file with data")
+        fix = (f"; check {key}.format and {key}.encoding" if read
+               else f"; set {key}.path to a file with data")
         raise InputError(f"{where}: no usable row in input '{cfg.name}' ({read} read){first}{fix}")
     table = pa.Table.from_pylist(rows, schema=PROMPT_SCHEMA)
     return ReadResult(table=table, quarantine=quarantine, read=read,
@@ -334,9 +414,10 @@ def quarantine_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)
 
 
-def load_prompts(cfg: InputConfig) -> ReadResult:
+def load_prompts(cfg: InputConfig, key: str = "dataset",
+                 explicit: Collection[str] | None = None) -> ReadResult:
     """Read, split and select: what a job feeds its first stage."""
-    result = read_input(cfg)
-    table = assign_splits(result.table, tuple(cfg.split_fractions), cfg.split_seed)
-    result.table = select(table, cfg.split, cfg.limit, cfg.split_seed)
+    result = read_input(cfg, key, explicit)
+    table = assign_splits(result.table, tuple(cfg.split_fractions), cfg.split_seed, key)
+    result.table = select(table, cfg.split, cfg.limit, cfg.split_seed, key)
     return result

@@ -16,7 +16,8 @@ def _seeded_key(seed: int, text: str) -> str:
     return hashlib.sha1(f"{seed}:{text}".encode()).hexdigest()
 
 
-def assign_splits(table: pa.Table, fractions=(0.8, 0.1, 0.1), seed: int = 42) -> pa.Table:
+def assign_splits(table: pa.Table, fractions=(0.8, 0.1, 0.1), seed: int = 42,
+                  key: str = "dataset") -> pa.Table:
     """Deterministic stratified split by subdomain, keeping exact duplicates together.
 
     Rows are grouped by `content_hash`; a group's stratum is the class id of its first row
@@ -29,11 +30,11 @@ def assign_splits(table: pa.Table, fractions=(0.8, 0.1, 0.1), seed: int = 42) ->
     """
     if len(fractions) != 3:
         raise InputError(
-            f"dataset.split_fractions {list(fractions)}: give 3 values (train, val, test)"
+            f"{key}.split_fractions {list(fractions)}: give 3 values (train, val, test)"
         )
     f_train, f_val, f_test = fractions
     if abs(f_train + f_val + f_test - 1.0) > 1e-6 or min(fractions) < 0:
-        raise InputError(f"dataset.split_fractions {list(fractions)} must be >= 0 and sum to 1")
+        raise InputError(f"{key}.split_fractions {list(fractions)} must be >= 0 and sum to 1")
     hashes = table.column("content_hash").to_pylist()
     classes = table.column("class_id").to_pylist()
     group_class: dict[str, Any] = {}
@@ -54,15 +55,16 @@ def assign_splits(table: pa.Table, fractions=(0.8, 0.1, 0.1), seed: int = 42) ->
     return table.set_column(table.schema.get_field_index("split"), "split", splits)
 
 
-def select(table: pa.Table, split: str, limit: int | None, seed: int) -> pa.Table:
+def select(table: pa.Table, split: str, limit: int | None, seed: int,
+           key: str = "dataset") -> pa.Table:
     """The rows of one split (or all), then the first `limit` in a seeded order."""
     if split not in ("all", "train", "val", "test"):
-        raise InputError(f"dataset.split={split!r}: use all, train, val or test")
+        raise InputError(f"{key}.split={split!r}: use all, train, val or test")
     if split != "all":
         table = table.filter(pc.equal(table.column("split"), split))
     if limit is not None:
         if limit < 1:
-            raise InputError(f"dataset.limit={limit}: must be >= 1 or null")
+            raise InputError(f"{key}.limit={limit}: must be >= 1 or null")
         keys = [_seeded_key(seed, rid) for rid in table.column("row_id").to_pylist()]
         order = sorted(range(len(keys)), key=keys.__getitem__)[:limit]
         table = table.take(pa.array(sorted(order), pa.int64()))

@@ -14,9 +14,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from aligncultura.config import InputConfig
+from aligncultura.config import InputConfig, command_line_keys
 from aligncultura.data.reader import load_prompts
-from aligncultura.errors import InputError
 
 from .clusters import DedupConfig
 from .scan import LeakageConfig
@@ -79,10 +78,7 @@ def core_config(node: Any, key: str) -> Any:
 
 def read_side(cfg: Any, key: str):
     """`load_prompts` with the config key (eval/input) in its one-line errors."""
-    try:
-        return load_prompts(cfg)
-    except InputError as exc:
-        raise InputError(str(exc).replace("dataset.", f"{key}.")) from None
+    return load_prompts(cfg, key, command_line_keys())
 
 
 def ref_input(ref: Any) -> InputConfig:
