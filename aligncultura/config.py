@@ -161,6 +161,13 @@ class BenchmarkJobConfig(GenerateJobConfig):
     bench: BenchConfig = field(default_factory=BenchConfig)
 
 
+def plain_dict(x: Any) -> dict[str, Any]:
+    """A config node (or mapping, or None) as a plain, resolved dict."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
+
+
 def command_line_keys() -> set[str] | None:
     """The config keys this Hydra run was given on the command line (``dataset.class_field=x``,
     ``+a.b=y``; a group choice such as ``dataset=culturax`` gives ``dataset``); None outside a

@@ -49,6 +49,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from aligncultura.config import plain_dict
 from aligncultura.engine.models import ModelError, ResolvedModel
 from aligncultura.engine.requests import COMPLETION_SCHEMA, IDENTITY, read_output
 
@@ -61,7 +62,7 @@ STANDARD_KEYS = {"temperature", "top_p", "max_tokens", "seed", "n", "stop",
 STRUCTURED_KINDS = ("json", "choice", "regex", "grammar")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # how OpenAI-compatible servers word a request refused by their content policy (HTTP 400)
-POLICY = re.compile(r"content[ _-]?(policy|filter|management)|safety system|flagged", re.I)
+POLICY = re.compile(r"content[ _-]?(policy|filter|management)|safety system", re.I)
 NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError,
                   TimeoutError)
 
@@ -290,11 +291,6 @@ def _run_one(client: Client, row: dict[str, Any], model_name: str, openai: bool,
     return [_failed_row(ident, key, error, time.perf_counter() - t0)]
 
 
-def _plain(x: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
-
 
 def complete_api(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
                  engine_cfg: Any) -> Iterator[pa.Table]:
@@ -304,7 +300,7 @@ def complete_api(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
         raise ModelError("model.api.base_url is required for model.source=api")
     client = Client(api.base_url, api_key(api.api_key_env), api.timeout_s, api.max_retries)
     openai = is_openai(api.base_url)
-    template_kwargs = _plain(getattr(model_cfg, "chat_template_kwargs", None)) or None
+    template_kwargs = plain_dict(getattr(model_cfg, "chat_template_kwargs", None)) or None
     batch_size = max(1, int(engine_cfg.batch_size))
     pool = ThreadPoolExecutor(max_workers=max(1, int(api.concurrency)),
                               thread_name_prefix="aligncultura-api")

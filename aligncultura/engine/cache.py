@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aligncultura.config import plain_dict
 from aligncultura.engine.requests import COMPLETION_SCHEMA, FINISHED, PAYLOAD
 
 KEY_VERSION = "rows-v3"  # v3: compact JSON for structured outputs
@@ -85,25 +86,20 @@ def _hf_snapshot(repo: str, revision: str | None) -> str | None:
     return Path(found).parent.name if found else None
 
 
-def _plain(x: Any) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
-
 
 def salt(model: Any, model_cfg: Any, engine_cfg: Any = None) -> str:
     """The model part of every key: weights, adapter, tokenizer and chat template files,
     template kwargs, numeric engine settings, engine version."""
     api = model.source == "api"
-    kwargs = {**_plain(engine_cfg.engine_kwargs if engine_cfg is not None else None),
-              **_plain(model_cfg.engine_kwargs)}
+    kwargs = {**plain_dict(engine_cfg.engine_kwargs if engine_cfg is not None else None),
+              **plain_dict(model_cfg.engine_kwargs)}
     parts = {"v": KEY_VERSION, "weights": model.fingerprint, "lora": model.lora_path,
              "tokenizer": model.tokenizer,
              "snapshot": _hf_snapshot(model.path, model.revision) if model.source == "hf" else None,
              "template": None if api else template_fingerprint(model.path, model.revision),
              "tokenizer_files": None if api or not model.tokenizer
              else template_fingerprint(model.tokenizer),
-             "template_kwargs": _plain(model_cfg.chat_template_kwargs),
+             "template_kwargs": plain_dict(model_cfg.chat_template_kwargs),
              # decides whether an output without </think> is truncated (only when set, so the
              # keys of every other model stay as they were)
              **({"opens_think": True} if model_cfg.get("reasoning_opens_think") else {}),

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aligncultura.cluster.ray_session import init_ray
+from aligncultura.config import plain_dict
 from aligncultura.engine.models import ResolvedModel
 from aligncultura.engine.progress import Progress
 from aligncultura.engine.requests import (
@@ -37,16 +38,15 @@ _LOCAL_ENGINES: dict[str, Any] = {}
 
 
 def _stage_kwargs(model: ResolvedModel, model_cfg: Any, engine_cfg: Any) -> dict[str, Any]:
-    plain = _plain_dict
-    engine_kwargs = {**plain(engine_cfg.engine_kwargs), **plain(model_cfg.engine_kwargs)}
+    engine_kwargs = {**plain_dict(engine_cfg.engine_kwargs), **plain_dict(model_cfg.engine_kwargs)}
     if model_cfg.trust_remote_code:
         engine_kwargs["trust_remote_code"] = True
     return {
         "model": model.to_dict(),
         "engine_kwargs": engine_kwargs,
-        "chat_template_kwargs": plain(model_cfg.chat_template_kwargs),
+        "chat_template_kwargs": plain_dict(model_cfg.chat_template_kwargs),
         "threads": engine_cfg.threads,
-        "env": {k: str(v) for k, v in plain(engine_cfg.env).items()},
+        "env": {k: str(v) for k, v in plain_dict(engine_cfg.env).items()},
         "cpu": engine_cfg.num_gpus_per_replica == 0,
         "opens_think": bool(model_cfg.get("reasoning_opens_think")),
     }
@@ -170,11 +170,6 @@ def engine_dataset(requests: pa.Table, stage: Any, kwargs: dict[str, Any], engin
     )
 
 
-def _plain_dict(x: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else dict(x or {})
-
 
 def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
     if model.source == "api":
@@ -239,7 +234,7 @@ def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[
 def _with_replicas(engine_cfg: Any, replicas: int) -> Any:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create(_plain_dict(engine_cfg)) if not OmegaConf.is_config(engine_cfg) \
+    cfg = OmegaConf.create(plain_dict(engine_cfg)) if not OmegaConf.is_config(engine_cfg) \
         else engine_cfg.copy()
     OmegaConf.update(cfg, "replicas", replicas, force_add=True)
     return cfg
