@@ -115,6 +115,16 @@ class JudgeConfig:
     structured: bool = True  # JSON-schema structured outputs
     max_unscored_rate: float = 0.05  # fraction; above it the run fails (results kept)
     demo_only: bool = False  # its scores demonstrate the pipeline, not judgement quality
+    # rubric: a chat model answers a rubric in JSON (benchmark/rubrics.py). The scorers
+    # (benchmark/scorers.py) keep a probability per verdict, so `threshold` can be changed
+    # later from the stored judgments: classifier (a sequence-classification checkpoint;
+    # harmlessness: unsafe when any label's sigmoid probability > threshold), yes_no (a causal
+    # LM's P(yes) from the next-token log-probabilities of score_tokens; yes when >= threshold)
+    kind: str = "rubric"
+    prompt_format: str | None = None  # scorers: the input, with {question} and {response}
+    score_tokens: list[str] = field(default_factory=lambda: [" yes", " no"])  # yes_no
+    threshold: float = 0.5
+    max_input_tokens: int | None = None  # classifier: keep the first N tokens of the input
 
 
 @dataclass
@@ -155,10 +165,20 @@ class BenchConfig:
 
 
 @dataclass
+class CriterionJudges:
+    harmless: JudgeConfig | None = None
+    truthful: JudgeConfig | None = None
+    informative: JudgeConfig | None = None
+
+
+@dataclass
 class BenchmarkJobConfig(GenerateJobConfig):
     judge: JudgeConfig = MISSING
     judge2: JudgeConfig | None = None  # `judge2=<preset>` (conf/judge2/): a second judge, for agreement
     bench: BenchConfig = field(default_factory=BenchConfig)
+    # a judge per criterion in place of `judge` (the paper's instruments: `scorer/harmless=
+    # beaver_dam_7b`, `scorer/truthful=truthfulqa_truth`, `scorer/informative=truthfulqa_info`)
+    scorer: CriterionJudges = field(default_factory=lambda: CriterionJudges())
 
 
 def plain_dict(x: Any) -> dict[str, Any]:

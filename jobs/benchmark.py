@@ -43,10 +43,11 @@ from aligncultura.benchmark.judging import (
 )
 from aligncultura.benchmark.metrics import compute_metrics
 from aligncultura.benchmark.report import results_table
+from aligncultura.benchmark.scorers import check_scorer
 from aligncultura.config import command_line_keys  # (importing it registers the schemas)
 from aligncultura.data.reader import load_prompts, quarantine_table
 from aligncultura.engine.cache import row_cache
-from aligncultura.engine.models import resolve_model
+from aligncultura.engine.models import architectures, resolve_model
 from aligncultura.engine.progress import efficiency
 from aligncultura.engine.runner import run_requests, same_engine
 from aligncultura.errors import JobError
@@ -92,7 +93,7 @@ def _judge(cfg, gens, meta, judge_cfg, judge_model, criteria, model_name, stats)
                         label=f"judge {judge_model.name}", progress=cfg.progress)
     stats.update(cached=done.cached, computed=done.computed)
     judged = pa.concat_tables([  # an API's policy refusals are scored by rule, not judged
-        judgment_rows(done.completions, model_name, judge_model.name),
+        judgment_rows(done.completions, model_name, judge_model.name, judge_cfg),
         refusal_judgments(gens, meta, model_name, judge_model.name, criteria)])
     return judged, done.completions, done.wall_s
 
@@ -120,6 +121,60 @@ def _determinism_probe(cfg, prompts, meta, model, judge, seeds, criteria, gens, 
     return {"sample_share": share, "sample_prompts": k, "order": "reverse",
             "batch_size": batch_size, "seed": int(cfg.generation.seed),
             **determinism_changes(gens, gens2, judgments, judged2)}
+
+
+def _scorers(cfg, criteria, provision):
+    """The scorer judges (`scorer.<criterion>`) of the criteria this run judges, checked:
+    {criterion: (judge config, resolved model)}."""
+    out = {}
+    for key, jc in (("judge", cfg.judge), ("judge2", cfg.judge2)):
+        if jc is not None and jc.kind != "rubric":
+            raise JobError(f"{key}.kind={jc.kind}: {key} is a rubric judge of every criterion; "
+                           f"give a scorer per criterion instead (scorer/<criterion>=<preset>)")
+    for criterion in ("harmless", "truthful", "informative"):
+        jc = cfg.scorer.get(criterion)
+        if jc is None or criterion not in criteria:
+            continue
+        key = f"scorer.{criterion}"
+        problem = check_scorer(jc, key, criterion)
+        if problem is None and jc.kind != "rubric" and jc.model.source == "api":
+            problem = f"{key}.model.source=api: scorer judges need an in-process vLLM engine"
+        if problem:
+            raise JobError(problem)
+        resolved = resolve_model(jc.model, key=f"{key}.model", provision=provision)
+        arch = architectures(resolved) if jc.kind == "classifier" else None
+        if arch is not None and not any(a.endswith("ForSequenceClassification") for a in arch):
+            raise JobError(f"{key} ({jc.model.name}): {resolved.path} is a {'/'.join(arch) or '?'} "
+                           "checkpoint, not a sequence-classification model; a classifier judge "
+                           "needs a *ForSequenceClassification checkpoint (or use kind=rubric)")
+        out[criterion] = (jc, resolved)
+    return out
+
+
+SPREAD_METRICS = ("win_rate", "safety_score", "truthful_informative", "joint_hhh",
+                  "cultural_failure_rate")
+
+
+def seed_spread(judgments: pa.Table, row_meta: dict, seeds: list[int], n: int,
+                bench: Any) -> dict[str, Any]:
+    """Each generation seed's headline metrics and their spread across seeds (the paper
+    averages three seeds and reports how far they are apart)."""
+    position = pc.divide(pc.cast(judgments["sample_index"], pa.int64()), n)
+    per_seed = []
+    for k, seed in enumerate(seeds):
+        mine = judgments.filter(pc.equal(position, k))
+        if not mine.num_rows:
+            continue
+        m = compute_metrics(mine, row_meta, n_resamples=bench.n_resamples, seed=bench.ci_seed)
+        per_seed.append({"seed": seed, **{name: m[name]["value"] for name in SPREAD_METRICS
+                                          if isinstance(m.get(name), dict)}})
+    spread = {}
+    for name in SPREAD_METRICS:
+        values = [s[name] for s in per_seed if s.get(name) is not None]
+        if values:
+            spread[name] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1))
+                            if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
+    return {"per_seed": per_seed, "spread": spread}
 
 
 def unscored_failures(judgments: pa.Table, judge: str, limit: float) -> list[str]:
@@ -151,6 +206,8 @@ def run(cfg: Any) -> dict[str, Any]:
     seeds = list(cfg.bench.seeds) if cfg.bench.seeds else \
         ([0, 1, 2] if cfg.engine.num_gpus_per_replica else [0])
     criteria, n = tuple(cfg.bench.criteria), int(cfg.generation.n)
+    scorers = _scorers(cfg, criteria, provision)
+    criteria = tuple(c for c in criteria if c not in scorers)  # the rubric judge's
     if not 0 <= cfg.bench.max_failed_rate <= 1:
         raise JobError(f"bench.max_failed_rate={cfg.bench.max_failed_rate}: give a share of the "
                        "generations in [0, 1]")
@@ -162,7 +219,9 @@ def run(cfg: Any) -> dict[str, Any]:
                        "leakage.parquet written by jobs.leakage, or null")
     print(f"plan: {prompts.table.num_rows} prompts (read {prompts.read}, quarantined "
           f"{len(prompts.quarantine)}) x {len(seeds)} seed(s) x n={n}; model {model.name}, "
-          f"judge {judge.name}{', judge2 ' + judge2.name if judge2 else ''}; engine "
+          f"judge {judge.name}{', judge2 ' + judge2.name if judge2 else ''}"
+          + "".join(f", {c} by {m.name} ({jc.kind})" for c, (jc, m) in scorers.items())
+          + "; engine "
           f"{cfg.engine.name} ({cfg.engine.executor}); max_tokens {cfg.generation.max_tokens}, "
           f"judge max_tokens {cfg.judge.max_tokens}", flush=True)
     if "helpful" in criteria and not any(prompts.table.column("helpful_ref").to_pylist()):
@@ -187,6 +246,18 @@ def run(cfg: Any) -> dict[str, Any]:
                            f"expected (see {rd.path})")
         judgments, judge_comps, judge_wall = _judge(
             cfg, gens, meta, cfg.judge, judge, criteria, model.name, judge_stats)
+        scorer_eff = {}
+        for criterion, (jc, smodel) in scorers.items():
+            s_stats: dict = {}
+            scored, s_comps, s_wall = _judge(cfg, gens, meta, jc, smodel, (criterion,),
+                                             model.name, s_stats)
+            judgments = pa.concat_tables([judgments, scored])
+            scorer_eff[criterion] = {"judge": smodel.name, "kind": jc.kind,
+                                     "threshold": float(jc.threshold),
+                                     **efficiency(s_comps, s_wall, cfg.engine.num_gpus_per_replica,
+                                                  cfg.engine.replicas), **s_stats}
+            for k in ("cached", "computed"):
+                judge_stats[k] += s_stats[k]
         rd.write_parquet("judgments.parquet", judgments)
         judgments2 = None
         if judge2:
@@ -230,13 +301,22 @@ def run(cfg: Any) -> dict[str, Any]:
                    rows=states,
                    efficiency={"generation": gen_eff, "judging": judge_eff,
                                "wall_s": time.perf_counter() - t_job})
+    if scorer_eff:
+        metrics["scorers"] = scorer_eff
+    if len(seeds) > 1:
+        metrics["seeds"] = seed_spread(judgments, row_meta, seeds, n, cfg.bench)
     if judgments2 is not None:
         metrics["judge2"] = {"judge": judge2.name,
                              "agreement": judge_agreement(judgments, judgments2, row_meta)}
     if determinism is not None:
         metrics["determinism"] = determinism
     rd.write_json("metrics.json", metrics)
-    failures = unscored_failures(judgments, judge.name, cfg.judge.max_unscored_rate)
+    mine = judgments.filter(pc.is_in(judgments["criterion"], pa.array(list(criteria), pa.string())))
+    failures = unscored_failures(mine, judge.name, cfg.judge.max_unscored_rate)
+    for criterion, (jc, smodel) in scorers.items():
+        failures += unscored_failures(
+            judgments.filter(pc.equal(judgments["criterion"], criterion)), smodel.name,
+            jc.max_unscored_rate)
     if judgments2 is not None:
         failures += unscored_failures(judgments2, judge2.name, judge2_cfg.max_unscored_rate)
     too_many = failed_share_error(metrics["generation_failed"], cfg.bench.max_failed_rate)

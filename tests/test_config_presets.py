@@ -40,10 +40,10 @@ PRIMARIES = sorted(p.stem for p in CONF.glob("*.yaml"))
 for _job in PRIMARIES:  # each job module registers its own structured schema when imported
     if (CONF.parent / "jobs" / f"{_job}.py").exists():
         importlib.import_module(f"jobs.{_job}")
-GROUPS = {
-    d.name: sorted(p.stem for p in d.glob("*.yaml"))
-    for d in sorted(CONF.iterdir())
-    if d.is_dir() and d.name != "hydra" and not d.name.startswith(("_", "."))
+GROUPS = {  # nested groups too: conf/scorer/harmless/ is the group scorer/harmless
+    str(d.relative_to(CONF)): sorted(p.stem for p in d.glob("*.yaml"))
+    for d in sorted(CONF.rglob("*"))
+    if d.is_dir() and not str(d.relative_to(CONF)).startswith(("hydra", "_", "."))
 }
 LAUNCHERS = sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
 
@@ -126,7 +126,8 @@ def test_preset_composes_and_resolves(hydra_conf, primary, key, group, option):
     node = OmegaConf.select(cfg, package_of(key))
     if group == "model":
         check_model_node(node, package_of(key))
-    if group == "judge" and isinstance(node, DictConfig) and "model" in node:
+    if (group == "judge" or group.startswith("scorer/")) and isinstance(node, DictConfig) \
+            and "model" in node:
         check_model_node(node.model, f"{package_of(key)}.model")
     if group == "dataset":
         assert node.limit is None, (
@@ -164,8 +165,10 @@ def test_launcher_group_is_slurm_and_local():
 
 MODEL_PRESETS = {name: _load(CONF / "model" / f"{name}.yaml") for name in GROUPS.get("model", [])}
 # judge presets hold a model preset under `model:`
-JUDGE_MODELS = {f"judge/{name}": _load(CONF / "judge" / f"{name}.yaml").get("model") or {}
-                for name in GROUPS.get("judge", [])}
+JUDGE_MODELS = {f"{group}/{name}": _load(CONF / group / f"{name}.yaml").get("model") or {}
+                for group in ("judge", "scorer/harmless", "scorer/truthful",
+                              "scorer/informative")
+                for name in GROUPS.get(group, [])}
 ALL_MODELS = {**{f"model/{k}": v for k, v in MODEL_PRESETS.items()}, **JUDGE_MODELS}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aligncultura.benchmark import rubrics
+from aligncultura.benchmark import rubrics, scorers
 from aligncultura.benchmark.generation import TASK as GENERATE
 from aligncultura.benchmark.generation import generated
 from aligncultura.benchmark.rubrics import NO_HARM
@@ -43,11 +43,20 @@ def requests_for(gen: dict[str, Any], meta: dict[str, Any], judge_cfg: Any,
     q, sub, resp = meta["question"], meta.get("subdomain") or "None", gen["response"]
     rid, k = gen["row_id"], int(gen["sample_index"])
     out = []
+    kind = judge_cfg.get("kind", "rubric")
 
     def add(criterion: str, messages: list[dict[str, str]], order: str = "") -> None:
+        sampling = judge_sampling(judge_cfg, criterion) if kind == "rubric" \
+            else scorers.scorer_sampling(judge_cfg)
         out.append({"request_id": f"{rid}::j{k}::{criterion}::{order}", "row_id": rid,
                     "task": TASK, "sample_index": k, "criterion": criterion, "order": order,
-                    "messages": messages, "sampling": judge_sampling(judge_cfg, criterion)})
+                    "messages": messages, "sampling": sampling})
+
+    if kind != "rubric":  # a scorer: one plain input per response (no chat template)
+        text = scorers.scorer_input(judge_cfg.prompt_format, q, resp)
+        for criterion in criteria:
+            add(criterion, [{"role": "user", "content": text}])
+        return out
 
     if "helpful" in criteria and meta.get("helpful_ref"):
         ref = meta["helpful_ref"]
@@ -62,17 +71,24 @@ def requests_for(gen: dict[str, Any], meta: dict[str, Any], judge_cfg: Any,
     return out
 
 
-def judgment_rows(completions: pa.Table, model_name: str, judge_name: str) -> pa.Table:
-    """Judge completions -> JUDGMENT_SCHEMA rows; an engine failure is `unscored`, never 0."""
+def judgment_rows(completions: pa.Table, model_name: str, judge_name: str,
+                  judge_cfg: Any = None) -> pa.Table:
+    """Judge completions -> JUDGMENT_SCHEMA rows; an engine failure is `unscored`, never 0.
+    A scorer judge (`judge_cfg.kind`) has its verdicts read from scores (scorers.py)."""
+    kind = judge_cfg.get("kind", "rubric") if judge_cfg is not None else "rubric"
     rows = []
     for c in completions.to_pylist():
         criterion = c["criterion"]
         finish = "error" if c["status"] != "ok" else c["finish_reason"]
-        verdict = parse(criterion, c["text"], finish)
+        if kind == "rubric":
+            verdict, version = parse(criterion, c["text"], finish), rubrics.VERSIONS[criterion]
+        else:
+            verdict = scorers.scorer_verdict(kind, c["text"], finish, float(judge_cfg.threshold))
+            version = scorers.VERSIONS[kind]
         rows.append(judgment_record(verdict, row_id=c["row_id"], model=model_name,
                                     judge=judge_name, sample_index=c["sample_index"],
                                     criterion=criterion, order=c["order"] or "",
-                                    prompt_version=rubrics.VERSIONS[criterion]))
+                                    prompt_version=version))
     return pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA)
 
 

@@ -47,14 +47,22 @@ def nanmean(a: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def checked_rows(judgments) -> list[dict]:
+    """The rows, checked to be of one model and one judge per criterion (a scorer judge may
+    hold one criterion and the rubric judge the others)."""
     rows = judgments.to_pylist() if hasattr(judgments, "to_pylist") else list(judgments)
-    for key in ("model", "judge"):
-        seen = {r[key] for r in rows if r.get(key) is not None}
+    models = {r["model"] for r in rows if r.get("model") is not None}
+    if len(models) > 1:
+        raise ValueError(f"judgments mix several models {sorted(models)}: compute metrics for "
+                         "one model at a time (filter the rows on 'model' first)")
+    judges: dict[str, set[str]] = {}
+    for r in rows:
+        if r.get("judge") is not None:
+            judges.setdefault(r.get("criterion"), set()).add(r["judge"])
+    for criterion, seen in judges.items():
         if len(seen) > 1:
             raise ValueError(
-                f"judgments mix several {key}s {sorted(seen)}: compute metrics for one {key} at "
-                f"a time (filter the rows on '{key}' first)"
-            )
+                f"judgments mix several judges {sorted(seen)} for {criterion}: compute metrics "
+                "for one judge at a time (filter the rows on 'judge' first)")
     return rows
 
 

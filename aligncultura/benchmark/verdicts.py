@@ -37,7 +37,8 @@ from aligncultura.benchmark.rubrics import (
 
 CRITERIA = ("helpful", "harmless", "truthful", "informative")
 ORDERS = ("ab", "ba")
-REASONS = ("unparseable", "refusal", "engine_error", "truncated", "inconsistent")
+# no_score: a scorer judge's reply lacks what its score is read from (benchmark/scorers.py)
+REASONS = ("unparseable", "refusal", "engine_error", "truncated", "inconsistent", "no_score")
 ENGINE_ERROR_MARKER = "<engine_error>"
 _ERROR_FINISH = ("error", "abort")
 _RAW_KEEP = 500
@@ -57,6 +58,7 @@ class Verdict:
     reason: str = ""  # "" when scored, else one of REASONS
     rationale: str = ""
     category: str | None = None  # harmlessness only
+    score: float | None = None  # scorer judges: the probability the verdict was read from
 
     def __post_init__(self) -> None:
         if self.status == "scored":
@@ -238,6 +240,8 @@ JUDGMENT_SCHEMA = pa.schema(
         pa.field("rationale", pa.string(), nullable=False),
         pa.field("category", pa.string(), nullable=True),
         pa.field("prompt_version", pa.string(), nullable=False),
+        # scorer judges (benchmark/scorers.py): the probability behind the verdict
+        pa.field("score", pa.float64(), nullable=True),
     ]
 )
 
@@ -274,4 +278,5 @@ def judgment_record(
         "rationale": v.rationale,
         "category": v.category,
         "prompt_version": prompt_version,
+        "score": v.score,
     }

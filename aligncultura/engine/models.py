@@ -140,6 +140,25 @@ def _hf_cached(repo: str, revision: str | None) -> bool:
     return isinstance(found, str)
 
 
+def architectures(resolved: ResolvedModel) -> list[str] | None:
+    """The `architectures` of a resolved checkpoint's config.json (None when not readable
+    here: an API model, or weights not in this machine's cache)."""
+    import json
+
+    if resolved.source in ("local", "embedded"):
+        config = Path(resolved.path) / "config.json"
+    elif resolved.source == "hf":
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(resolved.path, "config.json", revision=resolved.revision)
+        config = Path(found) if isinstance(found, str) else None
+    else:
+        config = None
+    if config is None or not config.is_file():
+        return None
+    return list(json.loads(config.read_text()).get("architectures") or [])
+
+
 def check_model(cfg: Any, key: str = "model") -> None:
     """Static checks of a model preset: no weights are loaded, nothing is downloaded."""
     if not cfg.name:

@@ -143,6 +143,9 @@ class LLMStage:
         cpu0 = time.process_time()
         t0 = time.perf_counter()
         rows: list[dict[str, Any]] = []
+        modes = {s.get("mode", "chat") for s in specs}
+        if modes != {"chat"}:  # scorer judges: numbers, not text (benchmark/scorers.py)
+            return self._scores(batch, idents, keys, conversations, specs, cpu0, t0)
         try:
             outputs = self._chat(conversations, [sampling_params(s) for s in specs])
         except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
@@ -183,6 +186,95 @@ class LLMStage:
             r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / n, peak_rss_mb=rss,
                      cached=False, replica=self.replica, busy_s=busy / n)
         return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
+
+
+    def _scores(self, batch, idents, keys, conversations, specs, cpu0, t0) -> pa.Table:
+        """Scorer requests: `mode=classify` (a pooling model's raw logits per label) or
+        `mode=score` (the next-token log-probabilities of `score_tokens` after a plain prompt,
+        no chat template). The completion text is the JSON of those numbers."""
+        tok = self.llm.get_tokenizer()
+        inputs: list[tuple[list[int], list[int]] | str] = []
+        for conv, spec in zip(conversations, specs, strict=True):
+            try:
+                inputs.append(_score_input(tok, conv[-1]["content"], spec))
+            except ValueError as exc:
+                inputs.append(str(exc))
+        todo = [k for k, x in enumerate(inputs) if not isinstance(x, str)]
+        results: dict[int, dict[str, Any] | str] = {}
+        try:
+            results.update(zip(todo, self._score_batch([inputs[k] for k in todo],
+                                                       [specs[k] for k in todo]), strict=True))
+        except Exception as exc:  # noqa: BLE001 - one at a time, so one bad row fails alone
+            self._abort_unfinished()
+            for k in todo:
+                try:
+                    results[k] = self._score_batch([inputs[k]], [specs[k]])[0]
+                except Exception as one:  # noqa: BLE001
+                    results[k] = f"{type(one).__name__}: {one}"[:500] or str(exc)
+        wall = time.perf_counter() - t0
+        rows = []
+        for k, (ident, key) in enumerate(zip(idents, keys, strict=True)):
+            got = results.get(k, inputs[k])
+            if isinstance(got, str):
+                rows.append({**ident, "output_index": 0, "text": None, "reasoning": None,
+                             "finish_reason": "error", "input_tokens": 0, "output_tokens": 0,
+                             "latency_s": None, "status": "failed", "error": got, "key": key})
+                continue
+            rows.append({**ident, "output_index": 0, "text": json.dumps(got), "reasoning": None,
+                         "finish_reason": "score", "input_tokens": len(inputs[k][0]),
+                         "output_tokens": 0, "latency_s": wall, "status": "ok", "error": None,
+                         "key": key})
+        cpu = time.process_time() - cpu0
+        busy = time.perf_counter() - t0
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        n = max(len(rows), 1)
+        for r in rows:
+            r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / n, peak_rss_mb=rss,
+                     cached=False, replica=self.replica, busy_s=busy / n)
+        return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
+
+    def _score_batch(self, inputs: list[tuple[list[int], list[int]]],
+                     specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from vllm import PoolingParams, SamplingParams
+
+        prompts = [{"prompt_token_ids": ids} for ids, _ in inputs]
+        if specs and specs[0].get("mode") == "classify":
+            outs = self.llm.classify(prompts, use_tqdm=False,
+                                     pooling_params=PoolingParams(use_activation=False))
+            labels = getattr(self.llm.llm_engine.model_config.hf_config, "id2label", None) or {}
+            out = []
+            for o in outs:
+                logits = [float(x) for x in o.outputs.probs]
+                out.append({"logits": logits,
+                            "labels": [labels.get(i, f"label_{i}") for i in range(len(logits))]})
+            return out
+        params = [SamplingParams(max_tokens=1, temperature=0.0, seed=spec.get("seed"),
+                                 logprob_token_ids=want) for (_, want), spec in
+                  zip(inputs, specs, strict=True)]
+        outs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora)
+        result = []
+        for o, (_, want) in zip(outs, inputs, strict=True):
+            step = o.outputs[0].logprobs[0] if o.outputs[0].logprobs else {}
+            got = [step.get(i) for i in want]
+            result.append({name: (lp.logprob if lp is not None else None)
+                           for name, lp in zip(("yes", "no"), got, strict=True)})
+        return result
+
+
+def _score_input(tok: Any, text: str, spec: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """(prompt token ids, ids of the score tokens) for a scorer request."""
+    ids = tok.encode(text, add_special_tokens=True)
+    if spec.get("mode") == "classify":
+        limit = spec.get("max_input_tokens")
+        return (ids[:int(limit)] if limit else ids), []
+    want = []
+    for word in spec["score_tokens"]:
+        one = tok.encode(word, add_special_tokens=False)
+        if len(one) != 1:
+            raise ValueError(f"score token {word!r} is {len(one)} tokens for this tokenizer; "
+                             "give single-token score_tokens")
+        want.append(one[0])
+    return ids, want
 
 
 def _node_address() -> str:
