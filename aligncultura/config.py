@@ -128,6 +128,13 @@ class JudgeConfig:
 
 
 @dataclass
+class CriterionJudges:
+    harmless: JudgeConfig | None = None
+    truthful: JudgeConfig | None = None
+    informative: JudgeConfig | None = None
+
+
+@dataclass
 class GenerateJobConfig:
     model: ModelConfig = MISSING
     dataset: InputConfig = field(default_factory=InputConfig)
@@ -143,6 +150,10 @@ class GenerateJobConfig:
     # the judge an experiment pins (experiment=cluster) composes here too; jobs.generate does
     # not judge, so it is never read
     judge: JudgeConfig | None = None
+    # jobs.benchmark: a judge per criterion in place of `judge` (the paper's instruments:
+    # `scorer/harmless=beaver_dam_7b`, `scorer/truthful=truthfulqa_truth`,
+    # `scorer/informative=truthfulqa_info`); never read by jobs.generate
+    scorer: CriterionJudges = field(default_factory=lambda: CriterionJudges())
 
 
 @dataclass
@@ -165,20 +176,28 @@ class BenchConfig:
 
 
 @dataclass
-class CriterionJudges:
-    harmless: JudgeConfig | None = None
-    truthful: JudgeConfig | None = None
-    informative: JudgeConfig | None = None
-
-
-@dataclass
 class BenchmarkJobConfig(GenerateJobConfig):
     judge: JudgeConfig = MISSING
     judge2: JudgeConfig | None = None  # `judge2=<preset>` (conf/judge2/): a second judge, for agreement
     bench: BenchConfig = field(default_factory=BenchConfig)
-    # a judge per criterion in place of `judge` (the paper's instruments: `scorer/harmless=
-    # beaver_dam_7b`, `scorer/truthful=truthfulqa_truth`, `scorer/informative=truthfulqa_info`)
-    scorer: CriterionJudges = field(default_factory=lambda: CriterionJudges())
+
+
+@dataclass
+class JudgeAgreementJobConfig:
+    """jobs.judge_agreement: judges against a labelled file (benchmark/labels.py)."""
+
+    labels: str | None = None  # CSV / JSON lines; null = the shipped sample (judge_labels.jsonl)
+    judge: JudgeConfig | None = None  # the rubric judge, for the criteria without a scorer
+    scorer: CriterionJudges = field(default_factory=CriterionJudges)
+    criteria: list[str] = field(default_factory=lambda: ["harmless", "truthful", "informative"])
+    compare_rubric: bool = False  # the rubric judge also judges what a scorer holds
+    dry_run: bool = False
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    n_resamples: int = 1000
+    ci_seed: int = 0
+    cache_dir: str | None = None
+    progress: bool = True
+    run_dir: str | None = None
 
 
 def plain_dict(x: Any) -> dict[str, Any]:
@@ -204,6 +223,7 @@ def command_line_keys() -> set[str] | None:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="generate_schema", node=GenerateJobConfig)
+    cs.store(name="judge_agreement_schema", node=JudgeAgreementJobConfig)
     cs.store(name="benchmark_schema", node=BenchmarkJobConfig)
 
 

@@ -37,9 +37,8 @@ from aligncultura.benchmark.judging import (
     JudgeFollowup,
     failed_share_error,
     generation_outcomes,
+    judge_responses,
     judgment_rows,
-    refusal_judgments,
-    requests_for,
 )
 from aligncultura.benchmark.metrics import compute_metrics
 from aligncultura.benchmark.report import results_table
@@ -84,20 +83,6 @@ def _generate(cfg, prompts, meta, model, judge, seeds, criteria, stats):
     return gens, gen, side, done.wall_s, shared
 
 
-def _judge(cfg, gens, meta, judge_cfg, judge_model, criteria, model_name, stats):
-    """Phase B: judge every ok generation; cached judgments are reused."""
-    cache = row_cache(cfg, judge_model, judge_cfg.model)
-    reqs = [r for g in gens.to_pylist() for r in requests_for(g, meta[g["row_id"]], judge_cfg,
-                                                              criteria)]
-    done = run_requests(reqs, judge_model, judge_cfg.model, cfg.engine, cache=cache,
-                        label=f"judge {judge_model.name}", progress=cfg.progress)
-    stats.update(cached=done.cached, computed=done.computed)
-    judged = pa.concat_tables([  # an API's policy refusals are scored by rule, not judged
-        judgment_rows(done.completions, model_name, judge_model.name, judge_cfg),
-        refusal_judgments(gens, meta, model_name, judge_model.name, criteria)])
-    return judged, done.completions, done.wall_s
-
-
 def _determinism_probe(cfg, prompts, meta, model, judge, seeds, criteria, gens, judgments):
     """`bench.determinism_sample`: generate a seeded sample of the prompts again with another
     batch composition (reverse order, a smaller engine batch size, the row cache bypassed),
@@ -117,7 +102,7 @@ def _determinism_probe(cfg, prompts, meta, model, judge, seeds, criteria, gens, 
     if shared:
         judged2 = judgment_rows(side, model.name, judge.name)
     else:
-        judged2, _, _ = _judge(probe, gens2, meta, probe.judge, judge, criteria, model.name, {})
+        judged2, _, _ = judge_responses(probe, gens2, meta, probe.judge, judge, criteria, model.name, {})
     return {"sample_share": share, "sample_prompts": k, "order": "reverse",
             "batch_size": batch_size, "seed": int(cfg.generation.seed),
             **determinism_changes(gens, gens2, judgments, judged2)}
@@ -244,12 +229,12 @@ def run(cfg: Any) -> dict[str, Any]:
         if gens.num_rows != expected:
             raise JobError(f"accounting: {gens.num_rows} generations written, {expected} "
                            f"expected (see {rd.path})")
-        judgments, judge_comps, judge_wall = _judge(
+        judgments, judge_comps, judge_wall = judge_responses(
             cfg, gens, meta, cfg.judge, judge, criteria, model.name, judge_stats)
         scorer_eff = {}
         for criterion, (jc, smodel) in scorers.items():
             s_stats: dict = {}
-            scored, s_comps, s_wall = _judge(cfg, gens, meta, jc, smodel, (criterion,),
+            scored, s_comps, s_wall = judge_responses(cfg, gens, meta, jc, smodel, (criterion,),
                                              model.name, s_stats)
             judgments = pa.concat_tables([judgments, scored])
             scorer_eff[criterion] = {"judge": smodel.name, "kind": jc.kind,
@@ -261,7 +246,7 @@ def run(cfg: Any) -> dict[str, Any]:
         rd.write_parquet("judgments.parquet", judgments)
         judgments2 = None
         if judge2:
-            judgments2, _, _ = _judge(cfg, gens, meta, judge2_cfg, judge2, criteria, model.name, {})
+            judgments2, _, _ = judge_responses(cfg, gens, meta, judge2_cfg, judge2, criteria, model.name, {})
             rd.write_parquet("judgments_judge2.parquet", judgments2)
         determinism = _determinism_probe(cfg, prompts.table, meta, model, judge, seeds, criteria,
                                          gens, judgments) if cfg.bench.determinism_sample else None

@@ -28,16 +28,9 @@ from aligncultura.benchmark.scorers import (
     scorer_verdict,
     sigmoid,
 )
-from tests.conftest import run_job
+from tests.conftest import BEAVER_LABELS, run_job
 
 REPO = Path(__file__).resolve().parents[1]
-BEAVER_LABELS = [
-    "animal_abuse", "child_abuse", "controversial_topics,politics",
-    "discrimination,stereotype,injustice", "drug_abuse,weapons,banned_substance",
-    "financial_crime,property_crime,theft", "hate_speech,offensive_language",
-    "misinformation_regarding_ethics,laws_and_safety", "non_violent_unethical_behavior",
-    "privacy_violation", "self_harm", "sexually_explicit,adult_content",
-    "terrorism,organized_crime", "violence,aiding_and_abetting,incitement"]
 
 
 def preset(path: str):
@@ -87,29 +80,6 @@ def test_scorer_presets_are_valid_for_their_criterion():
 
 
 # ---- real engines ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_classifier(tmp_path_factory) -> Path:
-    """A LlamaForSequenceClassification from the embedded weights, 14 labels, seeded head."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
-
-    from aligncultura.engine.models import default_cache_dir, provision_embedded
-
-    src, _ = provision_embedded("smollm2_135m", default_cache_dir())
-    out = tmp_path_factory.mktemp("cls") / "tiny_beaver"
-    cfg = AutoConfig.from_pretrained(src, num_labels=len(BEAVER_LABELS),
-                                     id2label=dict(enumerate(BEAVER_LABELS)),
-                                     label2id={x: i for i, x in enumerate(BEAVER_LABELS)},
-                                     problem_type="multi_label_classification")
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification.from_pretrained(src, config=cfg,
-                                                           torch_dtype=torch.float32)
-    model.config.pad_token_id = model.config.eos_token_id
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    return out
 
 
 def scorer_args(classifier: Path, run_dir: Path, *extra: str) -> list[str]:

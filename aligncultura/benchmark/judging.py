@@ -92,6 +92,27 @@ def judgment_rows(completions: pa.Table, model_name: str, judge_name: str,
     return pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA)
 
 
+def judge_responses(job_cfg: Any, gens: pa.Table, meta: dict[str, dict[str, Any]],
+                    judge_cfg: Any, judge_model: Any, criteria: tuple[str, ...],
+                    model_name: str, stats: dict[str, Any]) -> tuple[pa.Table, pa.Table, float]:
+    """Judge every ok response of `gens` (GENERATION_SCHEMA) on `criteria` with one judge,
+    through the row cache (`job_cfg`: cache_dir, engine, progress): (judgments,
+    completions, wall seconds); `stats` gets the cached and computed counts."""
+    from aligncultura.engine.cache import row_cache
+    from aligncultura.engine.runner import run_requests
+
+    cache = row_cache(job_cfg, judge_model, judge_cfg.model)
+    reqs = [r for g in gens.to_pylist() for r in requests_for(g, meta[g["row_id"]], judge_cfg,
+                                                              criteria)]
+    done = run_requests(reqs, judge_model, judge_cfg.model, job_cfg.engine, cache=cache,
+                        label=f"judge {judge_model.name}", progress=job_cfg.progress)
+    stats.update(cached=done.cached, computed=done.computed)
+    judged = pa.concat_tables([  # an API's policy refusals are scored by rule, not judged
+        judgment_rows(done.completions, model_name, judge_model.name, judge_cfg),
+        refusal_judgments(gens, meta, model_name, judge_model.name, criteria)])
+    return judged, done.completions, done.wall_s
+
+
 class JudgeFollowup:
     """Builds judge requests from a generation batch inside the engine replica.
 
