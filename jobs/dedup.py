@@ -28,6 +28,7 @@ from aligncultura.leakage import exact_clusters, near_duplicate_clusters
 from aligncultura.leakage.clusters import duplicate_groups
 from aligncultura.leakage.config import core_config, read_side
 from aligncultura.leakage.ray import ray_fingerprints
+from aligncultura.leakage.textbatch import TextBatch
 from aligncultura.rundir import start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -47,10 +48,13 @@ def run(cfg: Any) -> dict[str, Any]:
           f"exact + near-duplicates by {dcfg.method} ({cfg.executor})", flush=True)
     rd = start_run(cfg, "dedup", prompts.files)
     t0 = time.perf_counter()
-    exact = exact_clusters(t["question"], t["row_id"], dcfg.normalize)
+    batch = TextBatch(t["question"], dcfg.normalize)  # normalised once, for both passes
+    exact = exact_clusters(t["question"], t["row_id"], dcfg.normalize, batch=batch)
     fps = ray_fingerprints(t["question"], dcfg, cfg.num_workers, int(cfg.batch_size)) \
         if cfg.executor == "ray" else None
-    near = near_duplicate_clusters(t["question"], t["row_id"], dcfg, fingerprints=fps)
+    near = near_duplicate_clusters(t["question"], t["row_id"], dcfg, fingerprints=fps,
+                                   batch=batch)
+    del batch
     wall = time.perf_counter() - t0
     out = near.rename_columns(["row_id", *near.column_names[1:]])
     out = out.append_column("exact_cluster_id", exact["cluster_id"])

@@ -4,8 +4,10 @@ Pure, vectorised functions over Arrow batches / numpy arrays (no Ray import at m
 
 - normalization.py  NFKC, casefold, punctuation and spaces, over a batch's UTF-8 bytes
 - hashing.py        span hashes (poly64, sha1), fmix64, span ranges
-- shingles.py       text batches, word/char n-grams (CJK falls back to chars), shingle sets
-- simhash.py        64-bit SimHash, Hamming distance, pigeonhole block tables
+- textbatch.py      a batch of normalised texts and its words / characters (byte spans)
+- shingles.py       word/char n-grams (CJK falls back to chars), shingle sets
+- simhash.py        64-bit SimHash (streamed over character n-grams), Hamming distance,
+                    pigeonhole block tables verified as they are joined
 - minhash.py        MinHash signatures with datasketch's permutation schemes
 - lsh.py            LSH bands (datasketch's optimum) and the bucket join shared with SimHash
 - containment.py    lm-eval-style n-gram containment of eval prompts in reference documents

@@ -20,8 +20,9 @@ import pyarrow.compute as pc
 from .hashing import U64, fmix64
 from .lsh import band_keys, lsh_params, self_pairs
 from .minhash import MinHashConfig, minhash
-from .normalization import NormalizeConfig, normalize
+from .normalization import NormalizeConfig, string_array
 from .shingles import (
+    NULL,
     OK,
     Shingles,
     TextBatch,
@@ -29,7 +30,7 @@ from .shingles import (
     shingles,
     unique_sets,
 )
-from .simhash import SimHashConfig, hamming, near_pairs, simhash
+from .simhash import SimHashConfig, hamming, near_pairs, simhash_batch
 
 
 @dataclass
@@ -144,7 +145,7 @@ def fingerprint_rows(texts, cfg: DedupConfig = DedupConfig()) -> dict[str, np.nd
     concatenating the batches' arrays equals fingerprinting the whole column at once."""
     tb = TextBatch(texts, cfg.normalize)
     if cfg.method == "simhash":
-        return {"simhash": simhash(shingles(tb, cfg.simhash.shingles))}
+        return {"simhash": simhash_batch(tb, cfg.simhash.shingles)}
     if cfg.method == "minhash":
         sets = unique_sets(shingles(tb, cfg.minhash.shingles, mix=False))
         return {"set_key": _set_keys(sets), "set_size": sets.counts.astype(np.int64),
@@ -153,16 +154,18 @@ def fingerprint_rows(texts, cfg: DedupConfig = DedupConfig()) -> dict[str, np.nd
 
 
 def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig(),
-                            fingerprints: dict[str, np.ndarray] | None = None) -> pa.Table:
+                            fingerprints: dict[str, np.ndarray] | None = None,
+                            batch: TextBatch | None = None) -> pa.Table:
     """One row per input row: id, cluster_id, representative, is_representative,
     cluster_size, similarity (to the representative), status (ok / null / empty).
 
     ids default to the row index. Null and empty texts are never clustered. `fingerprints`
     (from `fingerprint_rows`, e.g. computed on Ray workers) skips the fingerprinting here;
     MinHash then builds shingle sets on this side only for the rows of candidate pairs, to
-    verify them exactly. The result is the same either way.
+    verify them exactly. The result is the same either way. `batch`: these texts already
+    normalised with cfg.normalize (`TextBatch`), e.g. shared with `exact_clusters`.
     """
-    tb = TextBatch(texts, cfg.normalize)
+    tb = TextBatch.reuse(batch, texts, cfg.normalize)
     ids = pa.array(np.arange(tb.n)) if ids is None else _as_array(ids)
     if len(ids) != tb.n:
         raise ValueError(f"{len(ids)} ids for {tb.n} texts")
@@ -170,7 +173,7 @@ def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig(),
     n = tb.n
     if cfg.method == "simhash":
         fps = fingerprints["simhash"] if fingerprints is not None else \
-            simhash(shingles(tb, cfg.simhash.shingles))
+            simhash_batch(tb, cfg.simhash.shingles)
         rows = np.flatnonzero(ok)
         i, j, _ = near_pairs(fps[rows], cfg.simhash.max_distance, cfg.simhash.num_blocks)
         roots = connected_components(n, rows[i], rows[j])
@@ -199,15 +202,19 @@ def near_duplicate_clusters(texts, ids=None, cfg: DedupConfig = DedupConfig(),
     return _cluster_table(ids, roots, sim, tb.status)
 
 
-def exact_clusters(texts, ids=None, norm: NormalizeConfig = NormalizeConfig()) -> pa.Table:
-    """Clusters of rows whose normalised texts are identical (same columns as above)."""
-    normed = normalize(texts, norm)
-    n = len(normed)
+def exact_clusters(texts, ids=None, norm: NormalizeConfig = NormalizeConfig(),
+                   batch: TextBatch | None = None) -> pa.Table:
+    """Clusters of rows whose normalised texts are identical (same columns as above).
+
+    `batch`: these texts already normalised with `norm` (`TextBatch`), e.g. the batch then
+    given to `near_duplicate_clusters`, so the column is normalised once for both.
+    """
+    tb = TextBatch.reuse(batch, texts, norm)
+    status = tb.status
+    n = tb.n
+    normed = string_array(tb.buf, tb.offsets, status == NULL)
     ids = pa.array(np.arange(n)) if ids is None else _as_array(ids)
     codes = np.asarray(pc.dictionary_encode(normed).indices.fill_null(-1), dtype=np.int64)
-    status = np.full(n, OK, dtype=object)
-    status[np.asarray(pc.equal(pc.utf8_length(normed), 0).fill_null(False))] = "empty"
-    status[np.asarray(normed.is_null())] = "null"
     codes[status != OK] = -1
     first = np.full(max(int(codes.max()) + 1, 0) if n else 0, n, dtype=np.int64)
     live = codes >= 0

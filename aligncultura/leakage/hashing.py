@@ -24,14 +24,19 @@ U64 = np.uint64
 _FMIX1 = U64(0xFF51AFD7ED558CCD)
 _FMIX2 = U64(0xC4CEB9FE1A85EC53)
 _BASE = 0x9E3779B97F4A7C15  # odd: its powers are invertible mod 2^64
+_X = U64(_BASE)
 LEN_SALT = U64(0x2545F4914F6CDD1D)
-_CHUNK = 1 << 18  # values per prefix-sum window: bounds memory for 10+ MB texts
+_CHUNK = 1 << 16  # values per prefix-sum window: stays in cache, bounds memory for 10+ MB texts
 
 
 def fmix64(x: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finaliser (a bijection that avalanches), on a copy of x."""
     x = np.array(x, dtype=U64, copy=True)
-    t = np.empty_like(x)
+    return fmix64_inplace(x, np.empty_like(x))
+
+
+def fmix64_inplace(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """`fmix64` of the uint64 array x in place, with t (same length) as scratch space."""
     for mult in (_FMIX1, _FMIX2):
         np.right_shift(x, U64(33), out=t)
         x ^= t
@@ -53,7 +58,7 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     step = np.ones(int(ends[-1]), dtype=np.int64)
     step[0] = starts[0]
     step[ends[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
-    return np.cumsum(step)
+    return np.cumsum(step, out=step)
 
 
 def _powers(base: int, n: int) -> np.ndarray:
@@ -83,38 +88,63 @@ def poly_spans(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     if len(starts) == 0:
         return out
     reach = np.maximum.accumulate(ends)
+    scratch = np.empty(_CHUNK + 1, dtype=U64)  # one window's prefix sums, reused
     lo = 0
     while lo < len(starts):
         base = int(starts[lo])
         hi = max(int(np.searchsorted(reach, base + _CHUNK, "right")), lo + 1)
         width = int(reach[hi - 1]) - base
         pw, inv = _pow_tables(width)
-        pre = np.zeros(width + 1, dtype=U64)
-        np.cumsum(np.multiply(values[base : base + width], pw[:width], dtype=U64), out=pre[1:])
+        pre = scratch[: width + 1] if width < len(scratch) else np.empty(width + 1, dtype=U64)
+        pre[0] = 0
+        np.multiply(values[base : base + width], pw[:width], out=pre[1:], dtype=U64)
+        np.cumsum(pre[1:], out=pre[1:])
         s = starts[lo:hi] - base
-        h = pre[ends[lo:hi] - base]
+        h = out[lo:hi]
+        np.take(pre, ends[lo:hi] - base, out=h)
         h -= pre[s]
         h *= inv[s]
-        out[lo:hi] = h
         lo = hi
+    return out
+
+
+def poly_windows(values: np.ndarray, n: int, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+    """`poly_spans` of the spans [g, g + n) for g in [lo, hi), into out (length hi - lo).
+
+    Horner's rule over n shifted slices: (..(v[g+n-1] X + v[g+n-2]) X + ..) X + v[g], the
+    same sum mod 2^64 as the prefix-sum form, bit for bit, in 2n cache-friendly passes.
+    Values past the end of `values` count as 0 (callers drop those windows).
+    """
+    seg = values[lo + n - 1 : hi + n - 1]
+    out[: len(seg)] = seg
+    out[len(seg) :] = 0
+    for j in range(n - 2, -1, -1):
+        out *= _X
+        seg = values[lo + j : hi + j]
+        out[: len(seg)] += seg
     return out
 
 
 _ASCII_HASH: np.ndarray | None = None
 
 
-def hash_chars(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """`hash_spans_poly` of single characters, with a 128-entry table for ASCII ones."""
+def hash_ascii(codes: np.ndarray) -> np.ndarray:
+    """`hash_spans_poly` of one-byte characters, given their bytes (all < 0x80)."""
     global _ASCII_HASH
     if _ASCII_HASH is None:
-        codes = np.arange(128, dtype=np.int64)
-        _ASCII_HASH = hash_spans_poly(codes.astype(np.uint8), codes, codes + 1)
+        ascii_ = np.arange(128, dtype=np.int64)
+        _ASCII_HASH = hash_spans_poly(ascii_.astype(np.uint8), ascii_, ascii_ + 1)
+    return _ASCII_HASH[codes]
+
+
+def hash_chars(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """`hash_spans_poly` of single characters, with a 128-entry table for ASCII ones."""
     first = buf[starts]
     if len(first) and int(first.max()) < 0x80:
-        return _ASCII_HASH[first]
+        return hash_ascii(first)
     out = np.empty(len(starts), dtype=U64)
     ascii_ = first < 0x80
-    out[ascii_] = _ASCII_HASH[first[ascii_]]
+    out[ascii_] = hash_ascii(first[ascii_])
     wide = np.flatnonzero(~ascii_)
     out[wide] = hash_spans_poly(buf, starts[wide], ends[wide])
     return out

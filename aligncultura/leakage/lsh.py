@@ -13,6 +13,7 @@ index built here behaves like `datasketch.MinHashLSH(threshold, num_perm, weight
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import numpy as np
 
@@ -23,13 +24,18 @@ def lsh_params(
     threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)
 ) -> tuple[int, int]:
     """(bands, rows) minimising the weighted false-positive/false-negative area, as datasketch."""
-    from datasketch.lsh import _optimal_param
-
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"minhash.threshold={threshold} must be in [0, 1]")
     fp_w, fn_w = weights
     if abs(fp_w + fn_w - 1.0) > 1e-9:
         raise ValueError(f"minhash.weights={weights} must sum to 1 (datasketch's convention)")
+    return _optimal(float(threshold), int(num_perm), float(fp_w), float(fn_w))
+
+
+@lru_cache(maxsize=64)
+def _optimal(threshold: float, num_perm: int, fp_w: float, fn_w: float) -> tuple[int, int]:
+    from datasketch.lsh import _optimal_param  # numerical integration: ~10 ms a call
+
     bands, rows = _optimal_param(threshold, num_perm, fp_w, fn_w)
     return int(bands), int(rows)
 
@@ -39,9 +45,14 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     n, num_perm = signatures.shape
     if bands * rows > num_perm:
         raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} > {num_perm} perms")
-    sig = signatures[:, : bands * rows].astype(U64).reshape(n, bands, rows)
     mult = fmix64(np.arange(1, rows + 1, dtype=U64)) | U64(1)
-    keys = (sig * mult).sum(axis=2, dtype=U64)
+    # sum_r sig[:, b * rows + r] * mult[r] mod 2^64, one strided column of bands at a time
+    # (the same sum as a multiply and a sum over a (n, bands, rows) copy, in any order)
+    keys = np.zeros((n, bands), dtype=U64)
+    term = np.empty_like(keys)
+    for r in range(rows):
+        np.multiply(signatures[:, r : bands * rows : rows], mult[r], out=term, dtype=U64)
+        keys += term
     keys += np.arange(bands, dtype=U64)
     return fmix64(keys)
 
@@ -78,7 +89,7 @@ def self_pairs(columns: Iterable[np.ndarray], n: int) -> tuple[np.ndarray, np.nd
     """Unique pairs i < j of the n items sharing a key in at least one column (table)."""
     got_i, got_j = [], []
     for col in columns:
-        order = np.argsort(col, kind="stable")
+        order = np.argsort(col)  # any order within a key: pairs come out as (min, max), unique
         i, j = _group_pairs(col[order], order)
         got_i.append(i)
         got_j.append(j)

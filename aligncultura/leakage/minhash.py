@@ -113,7 +113,9 @@ def signatures(
     total = int(offsets[-1]) if n else 0
     if total == 0:
         return sig
-    hv = np.asarray(h32, dtype=U64) & MAX32 if legacy else fmix32(np.asarray(h32).astype(np.uint32))
+    h32 = np.asarray(h32)
+    hv = np.asarray(h32, dtype=U64) & MAX32 if legacy else \
+        fmix32(h32 if h32.dtype == np.uint32 else h32.astype(np.uint32))
     cols = max(1, _CHUNK_CELLS // num_perm)
     work = np.empty((num_perm, cols), dtype=dtype)
     starts = offsets[:-1]
@@ -139,7 +141,8 @@ def signatures(
 
 def minhash(sh: Shingles, cfg: MinHashConfig = MinHashConfig()) -> np.ndarray:
     """Signatures of the texts whose shingles are `sh` (low 32 bits of each shingle hash)."""
-    return signatures(sh.hashes & MAX32, sh.offsets, cfg.num_perm, cfg.seed, cfg.scheme)
+    low = sh.hashes.astype(np.uint32)  # the low 32 bits, half the bytes of `hashes & MAX32`
+    return signatures(low, sh.offsets, cfg.num_perm, cfg.seed, cfg.scheme)
 
 
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -78,10 +78,17 @@ def _drop_bytes(buf: np.ndarray, offsets: np.ndarray, idx: np.ndarray):
     """Remove the bytes at sorted positions idx; offsets shrink by the drops in each row."""
     if len(idx) == 0:
         return buf, offsets
+    return np.delete(buf, idx), _shrink(offsets, idx)
+
+
+def _shrink(offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Row offsets once the bytes at sorted positions idx are removed."""
+    if len(idx) == 0:
+        return offsets
     rows = np.searchsorted(offsets, idx, "right") - 1
     shrink = np.zeros(len(offsets), dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=len(offsets) - 1), out=shrink[1:])
-    return np.delete(buf, idx), offsets - shrink
+    return offsets - shrink
 
 
 def _clean_bytes(buf: np.ndarray, offsets: np.ndarray, strip_punct: bool):
@@ -110,15 +117,34 @@ def _clean_bytes(buf: np.ndarray, offsets: np.ndarray, strip_punct: bool):
         drop = np.sort(np.concatenate([ranges(lead[spaced] + 1, size[spaced] - 1),
                                        ranges(lead[gone], size[gone])]))
         out, offsets = _drop_bytes(out, offsets, drop)
-    # collapse space runs and drop leading spaces, then drop the (single) trailing space
+    # collapse space runs and drop leading spaces; a row ending in spaces after some other
+    # byte keeps the first space of that run, which is its trailing space: drop it too
     space = out == SPACE
     drop = np.zeros(len(out), dtype=bool)
     np.logical_and(space[1:], space[:-1], out=drop[1:])
     starts = offsets[:-1][offsets[:-1] < offsets[1:]]
     drop[starts] |= space[starts]
-    out, offsets = _drop_bytes(out, offsets, np.flatnonzero(drop))
-    ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1
-    return _drop_bytes(out, offsets, ends[out[ends] == SPACE])
+    row = np.flatnonzero(offsets[1:] > offsets[:-1])
+    row = row[space[offsets[1:][row] - 1]]
+    first, run = offsets[:-1][row], _last_run_starts(space, offsets[:-1][row], offsets[1:][row])
+    drop[run[run > first]] = True
+    idx = np.flatnonzero(drop)
+    return out[np.logical_not(drop, out=drop)], _shrink(offsets, idx)
+
+
+def _last_run_starts(space: np.ndarray, a: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Start of the final run of spaces of rows [a, e) that end with a space: a few steps
+    back for all rows at once, then row by row for the few with longer runs."""
+    p = e - 1
+    for _ in range(8):
+        back = (p > a) & space[p - 1]
+        if not back.any():
+            return p
+        p -= back
+    for k in np.flatnonzero((p > a) & space[p - 1]):
+        other = np.flatnonzero(~space[a[k] : p[k]])
+        p[k] = a[k] + (other[-1] + 1 if len(other) else 0)
+    return p
 
 
 def _arrow_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +166,9 @@ def normalize_arrays(texts, cfg: NormalizeConfig = NormalizeConfig()):
     nulls = np.asarray(arr.is_null()) if arr.null_count else np.zeros(len(arr), dtype=bool)
     if cfg.nfkc:
         arr = pc.utf8_normalize(arr, form="NFKC")
-    if cfg.casefold:
+    if cfg.casefold and pc.all(pc.string_is_ascii(arr)).as_py() is not False:
+        arr = pc.ascii_lower(arr)  # the same as utf8_lower on ASCII, with no ß or ς to fold
+    elif cfg.casefold:
         arr = pc.replace_substring(pc.replace_substring(pc.utf8_lower(arr), "ß", "ss"), "ς", "σ")
     buf, offsets = _arrow_bytes(arr)
     if nulls.any():  # Arrow allows bytes behind a null slot: make null rows empty
@@ -152,7 +180,11 @@ def normalize_arrays(texts, cfg: NormalizeConfig = NormalizeConfig()):
 
 def normalize(texts, cfg: NormalizeConfig = NormalizeConfig()) -> pa.Array:
     """Normalised copy of `texts` (nulls stay null): words separated by single spaces."""
-    buf, offsets, nulls = normalize_arrays(texts, cfg)
+    return string_array(*normalize_arrays(texts, cfg))
+
+
+def string_array(buf: np.ndarray, offsets: np.ndarray, nulls: np.ndarray) -> pa.Array:
+    """The large_string array of `normalize_arrays`' output (nulls stay null)."""
     validity = pa.array(~nulls).buffers()[1] if nulls.any() else None
     return pa.LargeStringArray.from_buffers(
         len(nulls), pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(buf), validity,

@@ -50,7 +50,7 @@ from .shingles import (
     shingles,
     unique_sets,
 )
-from .simhash import SimHashConfig, SimHashIndex, simhash
+from .simhash import SimHashConfig, SimHashIndex, simhash_batch
 
 METHODS = ("simhash", "minhash", "containment")
 MATCH_SCHEMA = pa.schema(
@@ -115,7 +115,7 @@ def build_index(texts, ids=None, cfg: LeakageConfig | None = None) -> LeakageInd
     sim_index = sets = bands = cont = None
     lsh = (0, 0)
     if "simhash" in cfg.methods:
-        sim_index = SimHashIndex(simhash(shingles(tb, cfg.simhash.shingles)), ok, cfg.simhash)
+        sim_index = SimHashIndex(simhash_batch(tb, cfg.simhash.shingles), ok, cfg.simhash)
     if "minhash" in cfg.methods:
         m = cfg.minhash
         sh = shingles(tb, m.shingles, mix=False)
@@ -168,7 +168,7 @@ def scan_batch(index: LeakageIndex, batch: pa.RecordBatch | pa.Table, keep: str 
     ok = tb.ok
     found: list[tuple] = []  # (eval_row, ref_row, method, similarity, hamming)
     if index.simhash is not None:
-        fps = simhash(shingles(tb, cfg.simhash.shingles))
+        fps = simhash_batch(tb, cfg.simhash.shingles)
         tb.release()  # character n-grams are the largest arrays: free them before going on
         q, e, d = index.simhash.query(fps, ok)
         found.append((e, q, "simhash", 1.0 - d / 64.0, d))

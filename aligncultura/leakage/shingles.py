@@ -1,8 +1,8 @@
 """Shingles: texts cut into word or character n-grams and hashed, vectorised over a batch.
 
-Texts of a batch are normalised into one byte buffer + offsets (`TextBatch`,
-normalization.py), cut into units (words, or characters) and n-grams of units, and the
-n-grams hashed (hashing.py). Everything works on arrays of spans; no Python loop runs per
+Texts of a batch are normalised into one byte buffer + offsets (`TextBatch`, textbatch.py),
+cut into units (words, or characters) and n-grams of units, and the n-grams hashed
+(hashing.py). Everything works on arrays of spans; no Python loop runs per
 text or per shingle (except the optional sha1 hash, which is datasketch's).
 
 Row status: ``"null"`` (missing text), ``"empty"`` (nothing left after normalisation) or
@@ -11,7 +11,8 @@ Row status: ``"null"`` (missing text), ``"empty"`` (nothing left after normalisa
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -19,15 +20,17 @@ from .hashing import (
     LEN_SALT,
     U64,
     fmix64,
-    hash_chars,
-    hash_spans_poly,
+    fmix64_inplace,
     hash_spans_sha1,
     poly_spans,
+    poly_windows,
     ranges,
 )
-from .normalization import SPACE, NormalizeConfig, normalize_arrays
-
-OK, NULL, EMPTY = "ok", "null", "empty"
+from .textbatch import EMPTY as EMPTY  # re-exported: callers import these from here
+from .textbatch import NULL as NULL
+from .textbatch import OK as OK
+from .textbatch import TextBatch as TextBatch
+from .textbatch import Units as Units
 
 
 @dataclass
@@ -55,108 +58,6 @@ class ShingleConfig:
             raise ValueError(f"shingle sizes must be >= 1, got n={self.n}, char_n={self.char_n}")
 
 
-# ----------------------------------------------------------------------------- units
-
-
-@dataclass
-class Units:
-    """Words or characters of some texts of a batch: byte spans into the batch buffer."""
-
-    buf: np.ndarray
-    starts: np.ndarray  # int64 byte offsets, ascending
-    ends: np.ndarray
-    doc_offsets: np.ndarray  # int64, len = texts + 1: units of text i are [o[i], o[i+1])
-    _hashes: np.ndarray | None = field(default=None, repr=False)
-    chars: bool = False  # every unit is one UTF-8 character (1-4 bytes)
-
-    @property
-    def hashes(self) -> np.ndarray:
-        """64-bit hash of each unit's bytes (polynomial mod 2^64, then fmix64)."""
-        if self._hashes is None:
-            if self.chars:
-                self._hashes = hash_chars(self.buf, self.starts, self.ends)
-            else:
-                self._hashes = hash_spans_poly(self.buf, self.starts, self.ends)
-        return self._hashes
-
-
-class TextBatch:
-    """A batch of normalised texts as one byte buffer + offsets, with per-row status."""
-
-    def __init__(self, texts, norm: NormalizeConfig = NormalizeConfig()):
-        self.buf, self.offsets, nulls = normalize_arrays(texts, norm)
-        n = self.n = len(nulls)
-        lengths = np.diff(self.offsets)
-        status = np.full(n, OK, dtype=object)
-        status[lengths == 0] = EMPTY
-        status[nulls] = NULL
-        self.status = status
-        self._cache: dict = {}
-
-    @property
-    def ok(self) -> np.ndarray:
-        return self.status == OK
-
-    def release(self) -> None:
-        """Forget cached shingles and characters (keep the words, shared by most methods)."""
-        self._cache = {k: v for k, v in self._cache.items() if k == "words"}
-
-    def char_fallback(self, bytes_per_word: float) -> np.ndarray:
-        """Texts with (almost) no spaces: more than `bytes_per_word` bytes per word."""
-        nwords = np.diff(self.words().doc_offsets)
-        return (nwords > 0) & (np.diff(self.offsets) > bytes_per_word * nwords)
-
-    def words(self, exclude: np.ndarray | None = None) -> Units:
-        """Space-separated words of every text (none for the texts in the mask `exclude`)."""
-        if "words" not in self._cache:
-            buf, offs = self.buf, self.offsets
-            nonspace = buf != SPACE
-            first = np.zeros(len(buf), dtype=bool)
-            last = np.zeros(len(buf), dtype=bool)
-            nz = offs[1:] > offs[:-1]
-            first[offs[:-1][nz]] = True
-            last[offs[1:][nz] - 1] = True
-            first[1:] |= ~nonspace[:-1]
-            last[:-1] |= ~nonspace[1:]
-            starts = np.flatnonzero(first & nonspace)
-            ends = np.flatnonzero(last & nonspace) + 1
-            self._cache["words"] = Units(buf, starts, ends, np.searchsorted(starts, offs))
-        words = self._cache["words"]
-        if exclude is None or not exclude.any():
-            return words
-        key = ("words", exclude.tobytes())
-        if key not in self._cache:
-            nwords = np.where(exclude, 0, np.diff(words.doc_offsets))
-            offsets = np.zeros(len(nwords) + 1, dtype=np.int64)
-            np.cumsum(nwords, out=offsets[1:])
-            sel = ranges(words.doc_offsets[:-1], nwords)
-            self._cache[key] = Units(self.buf, words.starts[sel], words.ends[sel], offsets,
-                                     None if words._hashes is None else words._hashes[sel])
-        return self._cache[key]
-
-    def chars(self, docs: np.ndarray | None = None) -> Units:
-        """Characters (UTF-8 code points, spaces included) of the texts in mask `docs` (or all)."""
-        key = ("chars", None if docs is None else docs.tobytes())
-        if key not in self._cache:
-            lens = np.diff(self.offsets)
-            if docs is None:
-                starts = np.flatnonzero((self.buf & 0xC0) != 0x80)
-            else:
-                lens = np.where(docs, lens, 0)
-                idx = ranges(self.offsets[:-1], lens)
-                starts = idx[(self.buf[idx] & 0xC0) != 0x80]
-            ends = np.empty_like(starts)
-            ends[:-1] = starts[1:]
-            doc_end = self.offsets[1:]
-            # a text's last character ends at the text's end, not at the next text's start
-            last = np.searchsorted(starts, doc_end) - 1
-            owns = (last >= 0) & (lens > 0)
-            ends[last[owns]] = doc_end[owns]
-            offsets = np.searchsorted(starts, self.offsets)
-            self._cache[key] = Units(self.buf, starts, ends, offsets, chars=True)
-        return self._cache[key]
-
-
 # ----------------------------------------------------------------------------- shingles
 
 
@@ -177,31 +78,88 @@ class Shingles:
     def take(self, docs: np.ndarray) -> Shingles:
         """The shingles of the texts `docs` (indices), in that order."""
         docs = np.asarray(docs, dtype=np.int64)
+        if len(docs) == len(self.offsets) - 1 and np.array_equal(docs, np.arange(len(docs))):
+            return self  # all texts in order (e.g. no two rows alike): nothing to copy
         counts = self.counts[docs]
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         return Shingles(offsets, self.hashes[ranges(self.offsets[docs], counts)])
 
 
-def ngrams(units: Units, n: int, hash_kind: str = "poly64", mix: bool = True) -> Shingles:
-    """Unit n-grams of every text; a text with fewer than n units is one shorter shingle.
-
-    poly64: the n-gram at unit k is sum_j u_{k+j} X^j over the unit hashes u (`poly_spans`:
-    a few operations per shingle whatever n is), plus its length, mixed by fmix64 (a
-    bijection: ``mix=False`` skips it where only equality matters).
-    """
-    uo = units.doc_offsets
-    nu = np.diff(uo)
+def _ngram_offsets(units: Units, n: int) -> np.ndarray:
+    """Shingle offsets of `ngrams`: max(units - n + 1, 1) shingles per text with units."""
+    nu = np.diff(units.doc_offsets)
     count = np.where(nu > 0, np.maximum(nu - n + 1, 1), 0)
     offsets = np.zeros(len(nu) + 1, dtype=np.int64)
     np.cumsum(count, out=offsets[1:])
-    k = ranges(uo[:-1], count)
-    m = np.repeat(np.minimum(nu, n), count)
+    return offsets
+
+
+def ngrams(units: Units, n: int, hash_kind: str = "poly64", mix: bool = True) -> Shingles:
+    """Unit n-grams of every text; a text with fewer than n units is one shorter shingle.
+
+    poly64: the n-gram at unit k is sum_j u_{k+j} X^j over the unit hashes u (`poly_windows`,
+    or `poly_spans` for the shorter shingles), plus its length, mixed by fmix64 (a
+    bijection: ``mix=False`` skips it where only equality matters).
+    """
+    offsets = _ngram_offsets(units, n)
     if hash_kind == "sha1":
+        uo = units.doc_offsets
+        nu = np.diff(uo)
+        k = ranges(uo[:-1], np.diff(offsets))
+        m = np.repeat(np.minimum(nu, n), np.diff(offsets))
         return Shingles(offsets, hash_spans_sha1(units.buf, units.starts[k], units.ends[k + m - 1]))
-    out = poly_spans(units.hashes, k, k + m)
-    out += m.astype(U64) * LEN_SALT
-    return Shingles(offsets, fmix64(out) if mix else out)
+    out = np.empty(int(offsets[-1]), dtype=U64)
+    for pos, got in ngram_chunks(units, n, offsets, mix):
+        out[pos : pos + len(got)] = got
+    return Shingles(offsets, out)
+
+
+_NGRAM_CHUNK = 1 << 16  # units per piece of `ngram_chunks`: its arrays stay in cache
+
+
+def ngram_chunks(units: Units, n: int, offsets: np.ndarray,
+                 mix: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """poly64 hashes of `ngrams` piece by piece, in order: (position of the piece's first
+    shingle, hashes), each piece from at most _NGRAM_CHUNK units, so a caller that reduces
+    them on the fly (SimHash) never holds them all, nor all the unit hashes (`hashes_at`).
+
+    Every unit of a text but its last n - 1 starts an n-gram, hashed by Horner's rule over
+    shifted slices (`poly_windows`); a text of 1..n-1 units is one shorter shingle, hashed
+    up front. `offsets` are the shingle offsets (`_ngram_offsets`).
+    """
+    uo = units.doc_offsets
+    nu = np.diff(uo)
+    start = np.zeros(int(uo[-1]), dtype=bool)
+    start[uo[0] :] = True
+    tail = np.maximum(uo[1:] - (n - 1), uo[:-1])
+    start[ranges(tail, uo[1:] - tail)] = False
+    short = np.flatnonzero((nu > 0) & (nu < n))
+    start[uo[:-1][short]] = True
+    at = offsets[:-1][short]  # where the short texts' shingles go
+    if len(short):
+        m = nu[short]
+        local = np.zeros(len(m) + 1, dtype=np.int64)
+        np.cumsum(m, out=local[1:])
+        fixed = poly_spans(units.hashes_at(ranges(uo[:-1][short], m)), local[:-1], local[1:])
+        fixed += m.astype(U64) * LEN_SALT
+        fixed = fmix64(fixed) if mix else fixed
+    salt = U64((n * int(LEN_SALT)) & 0xFFFFFFFFFFFFFFFF)
+    h = np.empty(min(int(uo[-1]), _NGRAM_CHUNK), dtype=U64)
+    tmp = np.empty_like(h)
+    pos = 0
+    for lo in range(int(uo[0]), int(uo[-1]), _NGRAM_CHUNK):
+        hi = min(int(uo[-1]), lo + _NGRAM_CHUNK)
+        w = poly_windows(units.hashes_at(slice(lo, hi + n - 1)), n, 0, hi - lo, h[: hi - lo])
+        w += salt
+        if mix:
+            fmix64_inplace(w, tmp[: hi - lo])
+        got = w[start[lo:hi]]
+        a, b = np.searchsorted(at, [pos, pos + len(got)])
+        if b > a:  # short texts: their window above ran past the text
+            got[at[a:b] - pos] = fixed[a:b]
+        yield pos, got
+        pos += len(got)
 
 
 def _merge(a: Shingles, b: Shingles) -> Shingles:
@@ -212,6 +170,19 @@ def _merge(a: Shingles, b: Shingles) -> Shingles:
     np.cumsum(counts, out=offsets[1:])
     src = np.where(ca > 0, a.offsets[:-1], len(a.hashes) + b.offsets[:-1])
     return Shingles(offsets, np.concatenate([a.hashes, b.hashes])[ranges(src, counts)])
+
+
+def shingle_chunks(tb: TextBatch, cfg: ShingleConfig = ShingleConfig(), mix: bool = True
+                   ) -> tuple[np.ndarray, Iterable[tuple[int, np.ndarray]]]:
+    """(offsets, pieces): the shingles of `shingles` as (position, hashes) pieces in order,
+    computed piece by piece for poly64 character n-grams (`ngram_chunks`), else in one."""
+    key = ("shingles", astuple(cfg), mix)
+    if key in tb._cache or cfg.unit != "char" or cfg.hash != "poly64":
+        sh = shingles(tb, cfg, mix)
+        return sh.offsets, [(0, sh.hashes)]
+    units = tb.chars()
+    offsets = _ngram_offsets(units, cfg.n)
+    return offsets, ngram_chunks(units, cfg.n, offsets, mix)
 
 
 def shingles(tb: TextBatch, cfg: ShingleConfig = ShingleConfig(), mix: bool = True) -> Shingles:
@@ -233,18 +204,50 @@ def shingles(tb: TextBatch, cfg: ShingleConfig = ShingleConfig(), mix: bool = Tr
     return tb._cache[key]
 
 
+_SORT_CELLS = 1 << 22  # matrix cells per sort in `_sort_within`
+
+
+def _sort_within(sh: Shingles) -> np.ndarray:
+    """Each text's hashes sorted ascending, texts in place (what a lexsort by (text, hash)
+    gives, ~20x faster): texts of the same power-of-two length class are padded with the
+    largest value into a matrix and sorted row by row. The first `count` values of a sorted
+    row are the text's own, since the padding is >= every value."""
+    out = sh.hashes.copy()
+    counts = sh.counts
+    multi = np.flatnonzero(counts > 1)
+    if not len(multi):
+        return out
+    length_class = np.frexp((counts[multi] - 1).astype(np.float64))[1]  # bit length of count - 1
+    multi = multi[np.argsort(length_class, kind="stable")]
+    bounds = np.flatnonzero(np.diff(np.sort(length_class))) + 1
+    pad = np.iinfo(out.dtype).max
+    for group in np.split(multi, bounds):
+        step = max(1, _SORT_CELLS // int(counts[group].max()))
+        for a in range(0, len(group), step):
+            docs = group[a : a + step]
+            cnt = counts[docs]
+            if docs[-1] - docs[0] == len(docs) - 1:  # consecutive texts: one slice
+                idx = slice(sh.offsets[docs[0]], sh.offsets[docs[-1] + 1])
+            else:
+                idx = ranges(sh.offsets[docs], cnt)
+            mask = np.arange(int(cnt.max())) < cnt[:, None]
+            mat = np.full(mask.shape, pad, dtype=out.dtype)
+            mat[mask] = out[idx]
+            mat.sort(axis=1)
+            out[idx] = mat[mask]
+    return out
+
+
 def unique_sets(sh: Shingles) -> Shingles:
     """Per-text sorted, de-duplicated shingle hashes (the sets Jaccard is defined on)."""
-    docs = sh.doc_ids()
-    order = np.lexsort((sh.hashes, docs))
-    h, d = sh.hashes[order], docs[order]
+    h = _sort_within(sh)
     keep = np.ones(len(h), dtype=bool)
     if len(h):
-        keep[1:] = (h[1:] != h[:-1]) | (d[1:] != d[:-1])
-    counts = np.bincount(d[keep], minlength=len(sh.offsets) - 1)
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return Shingles(offsets, h[keep])
+        np.not_equal(h[1:], h[:-1], out=keep[1:])
+        keep[sh.offsets[:-1][sh.counts > 0]] = True  # a text's first hash is always its own
+    kept = np.zeros(len(h) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept[1:])
+    return Shingles(kept[sh.offsets], h[keep])
 
 
 def intersection_sizes(a: Shingles, b: Shingles, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:

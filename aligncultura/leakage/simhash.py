@@ -24,8 +24,8 @@ from itertools import combinations
 import numpy as np
 
 from .hashing import U64
-from .lsh import BucketIndex, self_pairs
-from .shingles import ShingleConfig, Shingles
+from .lsh import BucketIndex, _unique_pairs
+from .shingles import ShingleConfig, Shingles, TextBatch, shingle_chunks
 
 _CHUNK_ROWS = 1 << 15  # < 2^16: per-lane counts cannot overflow
 _LANES = U64(0x0001000100010001)
@@ -63,30 +63,43 @@ def simhash(sh: Shingles) -> np.ndarray:
     into four 16-bit lanes of a uint64, so one `add.reduceat` counts four bit positions for
     every text at once (16 passes for 64 bits). Chunks of < 2^16 shingles keep lanes exact.
     """
-    n = len(sh.offsets) - 1
+    return _fingerprints(sh.offsets, [(0, sh.hashes)])
+
+
+def simhash_batch(tb: TextBatch, cfg: ShingleConfig) -> np.ndarray:
+    """`simhash(shingles(tb, cfg))`, counting bits piece by piece as the shingles are hashed
+    (`shingle_chunks`) for character n-grams, the default: neither the shingle hashes nor the
+    character hashes of the whole batch (8 bytes per character each) are ever held."""
+    return _fingerprints(*shingle_chunks(tb, cfg))
+
+
+def _fingerprints(offsets: np.ndarray, pieces) -> np.ndarray:
+    """SimHash of texts whose shingle hashes come as (position, hashes) pieces, in order.
+    Bit counts are integer sums, so they do not depend on how the shingles are cut."""
+    n = len(offsets) - 1
     counts = np.zeros((n, 64), dtype=np.int64)
-    total = int(sh.offsets[-1]) if n else 0
-    starts = sh.offsets[:-1]
-    lane = np.empty(min(total, _CHUNK_ROWS), dtype=U64)
-    for lo in range(0, total, _CHUNK_ROWS):
-        hi = min(total, lo + _CHUNK_ROWS)
-        h = sh.hashes[lo:hi]
-        d0 = int(np.searchsorted(sh.offsets, lo, "right")) - 1
-        d1 = int(np.searchsorted(sh.offsets, hi, "left"))
-        docs = np.arange(d0, d1)
-        seg = np.maximum(starts[d0:d1], lo) - lo
-        seg_end = np.minimum(sh.offsets[d0 + 1 : d1 + 1], hi) - lo
-        live = seg_end > seg
-        docs, seg = docs[live], seg[live]
-        part = np.empty((len(docs), 64), dtype=np.int64)
-        buf = lane[: hi - lo]
-        for j in range(16):
-            np.right_shift(h, U64(j), out=buf)
-            buf &= _LANES
-            summed = np.add.reduceat(buf, seg)
-            part[:, j::16] = summed.astype("<u8").view("<u2").reshape(-1, 4)
-        counts[docs] += part
-    majority = (2 * counts > np.diff(sh.offsets)[:, None]).astype(np.uint8)
+    starts = offsets[:-1]
+    lane = np.empty(_CHUNK_ROWS, dtype=U64)
+    for pos, hashes in pieces:
+        for a in range(0, len(hashes), _CHUNK_ROWS):
+            h = hashes[a : a + _CHUNK_ROWS]
+            lo, hi = pos + a, pos + a + len(h)
+            d0 = int(np.searchsorted(offsets, lo, "right")) - 1
+            d1 = int(np.searchsorted(offsets, hi, "left"))
+            docs = np.arange(d0, d1)
+            seg = np.maximum(starts[d0:d1], lo) - lo
+            seg_end = np.minimum(offsets[d0 + 1 : d1 + 1], hi) - lo
+            live = seg_end > seg
+            docs, seg = docs[live], seg[live]
+            part = np.empty((len(docs), 64), dtype=np.int64)
+            buf = lane[: hi - lo]
+            for j in range(16):
+                np.right_shift(h, U64(j), out=buf)
+                buf &= _LANES
+                summed = np.add.reduceat(buf, seg)
+                part[:, j::16] = summed.astype("<u8").view("<u2").reshape(-1, 4)
+            counts[docs] += part
+    majority = (2 * counts > np.diff(offsets)[:, None]).astype(np.uint8)
     return np.packbits(majority, axis=1, bitorder="little").view("<u8").ravel().astype(U64)
 
 
@@ -96,6 +109,9 @@ def popcount64(x: np.ndarray) -> np.ndarray:
         return np.bitwise_count(x).astype(np.int64)
     table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
     return table[x[..., None].view(np.uint8)].sum(axis=-1)  # numpy < 2.0
+
+
+_bit_count = getattr(np, "bitwise_count", popcount64)  # numpy >= 2.0: uint8 counts, no cast
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,6 +134,46 @@ def _columns(fps: np.ndarray, masks: np.ndarray):
         yield fps & m
 
 
+def _close_pairs(fps: np.ndarray, masks: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique pairs i < j (sorted) sharing a block key in some table and within max_distance.
+
+    The same pairs as `self_pairs` over the tables filtered by Hamming distance, but each
+    table's candidates are verified as they are enumerated, so only the (few) close pairs are
+    kept: a table of n keys in ~2^11 buckets has ~n^2 / 2^12 candidates, far too many to hold
+    for all 66 tables at once. In a table sorted by key, offset d pairs every position p with
+    p + d while both are in the same bucket (p has at least d members after it): one popcount
+    per candidate, over the whole table while most positions qualify (contiguous slices),
+    then over the positions that do (a prefix of the positions by members after them).
+    """
+    got_i, got_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    n = len(fps)
+    pos = np.arange(n, dtype=np.int64)
+    for mask in masks if n > 1 else ():
+        keys = fps & mask
+        order = np.argsort(keys)  # any order within a bucket: pairs are (min, max), unique
+        keys, f = keys[order], fps[order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = keys[1:] != keys[:-1]
+        starts = np.flatnonzero(new)
+        ends = np.repeat(np.r_[starts[1:], n], np.diff(np.r_[starts, n]))  # bucket end per position
+        after = ends - pos - 1  # members after each position in its bucket
+        by_after = np.argsort(-after, kind="stable")
+        at_least = np.cumsum(np.bincount(after, minlength=2)[::-1])[::-1]  # [d]: #(after >= d)
+        for d in range(1, len(at_least)):
+            if 4 * at_least[d] > n - d:
+                ok = _bit_count(f[:-d] ^ f[d:]) <= max_distance
+                ok &= after[:-d] >= d
+                close = np.flatnonzero(ok)
+            else:
+                act = by_after[: at_least[d]]
+                close = act[_bit_count(f[act] ^ f[act + d]) <= max_distance]
+            if len(close):
+                a, b = order[close], order[close + d]
+                got_i.append(np.minimum(a, b))
+                got_j.append(np.maximum(a, b))
+    return _unique_pairs(np.concatenate(got_i), np.concatenate(got_j), n)
+
+
 def near_pairs(
     fps: np.ndarray, max_distance: int = 10, num_blocks: int = 12
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,10 +187,8 @@ def near_pairs(
     """
     fps = np.asarray(fps, dtype=U64)
     uniq, first, inv = np.unique(fps, return_index=True, return_inverse=True)
-    ui, uj = self_pairs(_columns(uniq, block_masks(num_blocks, max_distance)), len(uniq))
+    ui, uj = _close_pairs(uniq, block_masks(num_blocks, max_distance), max_distance)
     dist = hamming(uniq[ui], uniq[uj])
-    ok = dist <= max_distance
-    ui, uj, dist = ui[ok], uj[ok], dist[ok]
     # expand unique fingerprints back to rows: members of a fingerprint pair up with the
     # other fingerprint's first row, and with their own first row at distance 0
     rows = np.arange(len(fps), dtype=np.int64)
