@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from aligncultura.benchmark.judging import requests_for
 from aligncultura.config import InputConfig, JudgeConfig, ModelConfig
 from aligncultura.data.reader import load_prompts
-from aligncultura.engine.models import default_cache_dir, provision_embedded
+from aligncultura.engine.models import default_cache_dir, demo_classifier, provision_embedded
 from aligncultura.engine.requests import request_table
 from aligncultura.engine.vllm_stage import LLMStage
 
@@ -49,20 +49,6 @@ def judge_requests(n: int, preset: str | None, criterion: str) -> pa.Table:
     return request_table(reqs[:n])
 
 
-def classifier_from(src: Path, out: Path) -> Path:
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
-
-    cfg = AutoConfig.from_pretrained(src, num_labels=14, problem_type="multi_label_classification")
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification.from_pretrained(src, config=cfg,
-                                                           torch_dtype=torch.float32)
-    model.config.pad_token_id = model.config.eos_token_id
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=40)
@@ -74,7 +60,8 @@ def main() -> None:
     setups = {
         "rubric (JSON, structured)": (str(src), {}, judge_requests(args.requests, None,
                                                                     "harmless")),
-        "classifier (14 labels)": (str(classifier_from(src, tmp / "cls")),
+        "classifier (14 labels)": (str(demo_classifier(tmp / "cls",
+                                                       [f"label_{i}" for i in range(14)])),
                                    {"runner": "pooling", "convert": "classify"},
                                    judge_requests(args.requests, "harmless/beaver_dam_7b",
                                                   "harmless")),

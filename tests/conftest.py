@@ -34,24 +34,9 @@ BEAVER_LABELS = [
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory) -> Path:
     """A LlamaForSequenceClassification from the embedded weights, 14 labels, seeded head."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+    from aligncultura.engine.models import demo_classifier
 
-    from aligncultura.engine.models import default_cache_dir, provision_embedded
-
-    src, _ = provision_embedded("smollm2_135m", default_cache_dir())
-    out = tmp_path_factory.mktemp("cls") / "tiny_beaver"
-    cfg = AutoConfig.from_pretrained(src, num_labels=len(BEAVER_LABELS),
-                                     id2label=dict(enumerate(BEAVER_LABELS)),
-                                     label2id={x: i for i, x in enumerate(BEAVER_LABELS)},
-                                     problem_type="multi_label_classification")
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification.from_pretrained(src, config=cfg,
-                                                           torch_dtype=torch.float32)
-    model.config.pad_token_id = model.config.eos_token_id
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    return out
+    return demo_classifier(tmp_path_factory.mktemp("cls") / "tiny_beaver", BEAVER_LABELS)
 
 
 def run_job(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,

@@ -229,6 +229,28 @@ def _with(cfg: Any, source: str) -> Any:
     return copy
 
 
+def demo_classifier(out: Path, labels: list[str], seed: int = 0) -> Path:
+    """A sequence-classification checkpoint built from the embedded model's weights with a
+    seeded head of `labels` (multi-label), written to `out`: a real classifier of the size
+    this machine runs, for CPU tests and benches of classifier judges. Its scores mean
+    nothing."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    src, _ = provision_embedded("smollm2_135m", default_cache_dir())
+    cfg = AutoConfig.from_pretrained(src, num_labels=len(labels),
+                                     id2label=dict(enumerate(labels)),
+                                     label2id={x: i for i, x in enumerate(labels)},
+                                     problem_type="multi_label_classification")
+    torch.manual_seed(seed)
+    model = LlamaForSequenceClassification.from_pretrained(src, config=cfg,
+                                                           torch_dtype=torch.float32)
+    model.config.pad_token_id = model.config.eos_token_id
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m aligncultura.engine.models --provision`: convert the embedded model into the cache."""
     import argparse

@@ -178,6 +178,11 @@ class LLMStage:
                     "output_tokens": len(comp.token_ids), "latency_s": latency, "key": key,
                     "logprobs_json": logprobs_json(comp.logprobs),
                 })
+        return self._finish(rows, cpu0, t0)
+
+
+    def _finish(self, rows: list[dict[str, Any]], cpu0: float, t0: float) -> pa.Table:
+        """The completion table: the batch's CPU and busy time shared over its rows."""
         cpu = time.process_time() - cpu0
         busy = time.perf_counter() - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -186,7 +191,6 @@ class LLMStage:
             r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / n, peak_rss_mb=rss,
                      cached=False, replica=self.replica, busy_s=busy / n)
         return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
-
 
     def _scores(self, batch, idents, keys, conversations, specs, cpu0, t0) -> pa.Table:
         """Scorer requests: `mode=classify` (a pooling model's raw logits per label) or
@@ -224,14 +228,7 @@ class LLMStage:
                          "finish_reason": "score", "input_tokens": len(inputs[k][0]),
                          "output_tokens": 0, "latency_s": wall, "status": "ok", "error": None,
                          "key": key})
-        cpu = time.process_time() - cpu0
-        busy = time.perf_counter() - t0
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        n = max(len(rows), 1)
-        for r in rows:
-            r.update(engine_start_s=self.engine_start_s, cpu_s=cpu / n, peak_rss_mb=rss,
-                     cached=False, replica=self.replica, busy_s=busy / n)
-        return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
+        return self._finish(rows, cpu0, t0)
 
     def _score_batch(self, inputs: list[tuple[list[int], list[int]]],
                      specs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -166,3 +166,15 @@ def hash_spans_sha1(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
     digests = b"".join(map(methodcaller("digest"), map(hashlib.sha1, pieces)))
     mat = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 20)[:, :8]
     return np.ascontiguousarray(mat).view("<u8").ravel().astype(U64)
+
+
+def docs_in_chunk(offsets: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The documents of a flat array cut by `offsets` that have elements in [lo, hi), and
+    where each one's elements start in that chunk (relative to lo); empty ones left out."""
+    d0 = int(np.searchsorted(offsets, lo, "right")) - 1
+    d1 = int(np.searchsorted(offsets, hi, "left"))
+    docs = np.arange(d0, d1)
+    seg = np.maximum(offsets[d0:d1], lo) - lo
+    seg_end = np.minimum(offsets[d0 + 1 : d1 + 1], hi) - lo
+    live = seg_end > seg
+    return docs[live], seg[live]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .hashing import U64
+from .hashing import U64, docs_in_chunk
 from .shingles import ShingleConfig, Shingles
 
 MERSENNE = U64((1 << 61) - 1)
@@ -118,7 +118,6 @@ def signatures(
         fmix32(h32 if h32.dtype == np.uint32 else h32.astype(np.uint32))
     cols = max(1, _CHUNK_CELLS // num_perm)
     work = np.empty((num_perm, cols), dtype=dtype)
-    starts = offsets[:-1]
     for lo in range(0, total, cols):
         hi = min(total, lo + cols)
         block = work[:, : hi - lo]
@@ -127,14 +126,8 @@ def signatures(
         else:
             np.multiply(a[:, None], hv[None, lo:hi], out=block)
             block += b[:, None]
-        d0 = int(np.searchsorted(offsets, lo, "right")) - 1
-        d1 = int(np.searchsorted(offsets, hi, "left"))
-        docs = np.arange(d0, d1)
-        seg = np.maximum(starts[d0:d1], lo) - lo
-        seg_end = np.minimum(offsets[d0 + 1 : d1 + 1], hi) - lo
-        live = seg_end > seg
-        mins = np.minimum.reduceat(block, seg[live], axis=1).T
-        docs = docs[live]
+        docs, seg = docs_in_chunk(offsets, lo, hi)
+        mins = np.minimum.reduceat(block, seg, axis=1).T
         sig[docs] = np.minimum(sig[docs], mins)
     return sig
 

@@ -23,7 +23,7 @@ from itertools import combinations
 
 import numpy as np
 
-from .hashing import U64
+from .hashing import U64, docs_in_chunk
 from .lsh import BucketIndex, _unique_pairs
 from .shingles import ShingleConfig, Shingles, TextBatch, shingle_chunks
 
@@ -78,19 +78,12 @@ def _fingerprints(offsets: np.ndarray, pieces) -> np.ndarray:
     Bit counts are integer sums, so they do not depend on how the shingles are cut."""
     n = len(offsets) - 1
     counts = np.zeros((n, 64), dtype=np.int64)
-    starts = offsets[:-1]
     lane = np.empty(_CHUNK_ROWS, dtype=U64)
     for pos, hashes in pieces:
         for a in range(0, len(hashes), _CHUNK_ROWS):
             h = hashes[a : a + _CHUNK_ROWS]
             lo, hi = pos + a, pos + a + len(h)
-            d0 = int(np.searchsorted(offsets, lo, "right")) - 1
-            d1 = int(np.searchsorted(offsets, hi, "left"))
-            docs = np.arange(d0, d1)
-            seg = np.maximum(starts[d0:d1], lo) - lo
-            seg_end = np.minimum(offsets[d0 + 1 : d1 + 1], hi) - lo
-            live = seg_end > seg
-            docs, seg = docs[live], seg[live]
+            docs, seg = docs_in_chunk(offsets, lo, hi)
             part = np.empty((len(docs), 64), dtype=np.int64)
             buf = lane[: hi - lo]
             for j in range(16):
