@@ -5,6 +5,7 @@ project), with real engines on the CPU."""
 from __future__ import annotations
 
 import json
+from importlib import resources
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -24,8 +25,6 @@ def test_roc_auc_counts_ties_half():
 
 
 def test_the_shipped_labels_cover_every_criterion_and_domain():
-    from importlib import resources
-
     rows = read_labels(resources.files("aligncultura.data") / "sample_data" / "judge_labels.jsonl")
     assert len(rows) == 16 and len({r["domain"] for r in rows}) == 4
     for criterion, allowed in LABELS.items():
@@ -73,8 +72,8 @@ def test_rubric_and_scorer_side_by_side_against_labels(tiny_classifier, tmp_path
                            "smollm2_135m (yes_no)"}
     assert set(result["smollm2_135m (rubric)"]) == {"harmless", "truthful"}
     judged = pq.read_table(run_dir / "judgments.parquet").to_pylist()
-    gold = {r["id"]: r for r in read_labels(__import__("importlib").resources.files(
-        "aligncultura.data") / "sample_data" / "judge_labels.jsonl")}
+    gold = {r["id"]: r for r in read_labels(
+        resources.files("aligncultura.data") / "sample_data" / "judge_labels.jsonl")}
     for name, criterion in (("tiny_beaver (classifier)", "harmless"),
                             ("smollm2_135m (yes_no)", "truthful")):
         a = result[name][criterion]

@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -28,6 +29,7 @@ from aligncultura.benchmark.scorers import (
     scorer_verdict,
     sigmoid,
 )
+from aligncultura.config import JudgeConfig
 from tests.conftest import BEAVER_LABELS, run_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,8 +74,7 @@ def test_scorer_presets_are_valid_for_their_criterion():
     for path, criterion in (("harmless/beaver_dam_7b", "harmless"),
                             ("truthful/truthfulqa_truth", "truthful"),
                             ("informative/truthfulqa_info", "informative")):
-        node = OmegaConf.merge(OmegaConf.structured(__import__(
-            "aligncultura.config", fromlist=["JudgeConfig"]).JudgeConfig), preset(path))
+        node = OmegaConf.merge(OmegaConf.structured(JudgeConfig), preset(path))
         assert check_scorer(node, f"scorer.{criterion}", criterion) is None, path
     bad = OmegaConf.merge(preset("harmless/beaver_dam_7b"), {"kind": "classifier"})
     assert "scores harmless, not truthful" in check_scorer(bad, "scorer.truthful", "truthful")
@@ -111,8 +112,7 @@ def test_scorers_end_to_end_with_thresholds_applied_later(tiny_classifier, tmp_p
                 py, pn = math.exp(raw["yes"]), math.exp(raw["no"])
                 assert r["score"] == pytest.approx(py / (py + pn))
                 assert (r["verdict"] == "yes") == (r["score"] >= 0.5)
-    others = judged.filter(pc.is_in(judged["criterion"], pc.cast(
-        __import__("pyarrow").array(["helpful", "informative"]), "string")))
+    others = judged.filter(pc.is_in(judged["criterion"], pa.array(["helpful", "informative"])))
     assert set(others["prompt_version"].to_pylist()) <= {"helpful-v1", "informative-v1"}
     # thresholds changed afterwards from the stored scores == thresholds set at run time
     harm = sorted(r["score"] for r in judged.to_pylist() if r["criterion"] == "harmless")
@@ -144,8 +144,6 @@ def test_a_classifier_preset_on_a_causal_lm_is_a_one_line_error(tmp_path):
 
 
 def test_seed_spread_reports_each_seed_and_the_spread():
-    import pyarrow as pa
-
     from aligncultura.benchmark.verdicts import JUDGMENT_SCHEMA, Verdict, judgment_record
     from jobs.benchmark import seed_spread
 

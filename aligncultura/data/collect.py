@@ -80,9 +80,12 @@ class Collector:
         self.fields = Fields.of(self.cfg, self.key, self.skip)
         self.checked = True
 
+    def _entry(self, path: Path, line: int, reason: str, rid: str | None) -> dict[str, Any]:
+        return {"source": self.fields.name, "file": str(path), "line": line, "row_id": rid,
+                "reason": reason}
+
     def _bad(self, path: Path, line: int, reason: str, rid: str | None) -> None:
-        self.quarantine.append({"source": self.fields.name, "file": str(path), "line": line,
-                                "row_id": rid, "reason": reason})
+        self.quarantine.append(self._entry(path, line, reason, rid))
 
     def _piece(self, path: Path, line: Callable[[int], int]) -> int:
         self.pieces.append((path.name, line))
@@ -150,8 +153,7 @@ class Collector:
         for pos in rest.tolist():
             row, why, rid = check_record(record(pos), self.fields, first + pos)
             if why is not None:
-                entries.append((pos, {"source": self.fields.name, "file": str(path),
-                                      "line": line(pos), "row_id": rid, "reason": why}))
+                entries.append((pos, self._entry(path, line(pos), why, rid)))
             else:
                 extra.append(row)
                 extra_pos.append(pos)

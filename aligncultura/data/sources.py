@@ -31,6 +31,7 @@ from aligncultura.data.collect import Collector
 from aligncultura.data.columns import is_string
 from aligncultura.data.encoding import decode
 from aligncultura.data.records import csv_rows, json_lines
+from aligncultura.errors import InputError
 
 CHUNK_BYTES = 16 << 20
 MAX_LINE_BYTES = 16 << 20
@@ -259,8 +260,6 @@ def read_csv(path: Path, c: Collector) -> None:
 
 def read_parquet(path: Path, c: Collector, key: str, by_rows: bool = False) -> None:
     import pyarrow.parquet as pq
-
-    from aligncultura.errors import InputError
 
     try:
         table = pq.read_table(path)

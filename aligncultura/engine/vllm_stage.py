@@ -145,7 +145,7 @@ class LLMStage:
         rows: list[dict[str, Any]] = []
         modes = {s.get("mode", "chat") for s in specs}
         if modes != {"chat"}:  # scorer judges: numbers, not text (benchmark/scorers.py)
-            return self._scores(batch, idents, keys, conversations, specs, cpu0, t0)
+            return self._scores(idents, keys, conversations, specs, cpu0, t0)
         try:
             outputs = self._chat(conversations, [sampling_params(s) for s in specs])
         except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
@@ -192,7 +192,7 @@ class LLMStage:
                      cached=False, replica=self.replica, busy_s=busy / n)
         return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
 
-    def _scores(self, batch, idents, keys, conversations, specs, cpu0, t0) -> pa.Table:
+    def _scores(self, idents, keys, conversations, specs, cpu0, t0) -> pa.Table:
         """Scorer requests: `mode=classify` (a pooling model's raw logits per label) or
         `mode=score` (the next-token log-probabilities of `score_tokens` after a plain prompt,
         no chat template). The completion text is the JSON of those numbers."""
