@@ -147,6 +147,7 @@ class GenerateJobConfig:
     cache_dir: str | None = None
     dry_run: bool = False
     progress: bool = True
+    verbose: bool = False  # Ray's, vLLM's and torch's own lines on the terminal (else logs/)
     # the judge an experiment pins (experiment=cluster) composes here too; jobs.generate does
     # not judge, so it is never read
     judge: JudgeConfig | None = None
@@ -197,6 +198,7 @@ class JudgeAgreementJobConfig:
     ci_seed: int = 0
     cache_dir: str | None = None
     progress: bool = True
+    verbose: bool = False  # Ray's, vLLM's and torch's own lines on the terminal (else logs/)
     run_dir: str | None = None
 
 

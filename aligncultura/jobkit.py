@@ -28,7 +28,10 @@ def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     @functools.wraps(run)
     def main(cfg: Any) -> Any:
+        from aligncultura import rundir, runlog
+
         redact_hydra_files()
+        rundir._CONSOLE.append(True)  # start_run sends the libraries' lines to logs/
         try:
             return run(cfg)
         except user_errors() as exc:
@@ -36,6 +39,9 @@ def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
             print(f"error: {printable(SECRET_VALUE.sub('***', msg))}", file=sys.stderr,
                   flush=True)
             sys.exit(2)
+        finally:
+            rundir._CONSOLE.clear()
+            runlog.restore()
 
     return main
 

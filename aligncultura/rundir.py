@@ -225,10 +225,17 @@ def resolve_run_dir(cfg: Any, job: str) -> RunDir:
         return RunDir(Path("runs") / job / time.strftime("%Y-%m-%d_%H-%M-%S"))
 
 
+_CONSOLE: list[bool] = []  # non-empty while a command-line job runs (jobkit.cli)
+
+
 def start_run(cfg: Any, job: str, input_files: Iterable[str]) -> RunDir:
     from omegaconf import OmegaConf
 
     rd = resolve_run_dir(cfg, job)
+    if _CONSOLE:  # a job run from the command line (jobkit.cli): libraries' lines to logs/
+        from aligncultura import runlog
+
+        runlog.route(rd.path, bool(cfg.get("verbose", False)))
     rd.write_config(OmegaConf.to_container(cfg, resolve=True))
     rd.write_manifest(job, sorted(set(input_files)))
     redact_hydra_files()

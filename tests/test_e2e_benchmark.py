@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -92,6 +93,24 @@ def test_results_table_printed(quickstart_benchmark):
     assert "joint" in out and "WR" in out and "out tok/s" in out
     assert "demonstrate the pipeline, not judgement quality" in out
     assert str(run_dir) in out
+
+
+def test_a_healthy_run_shows_our_lines_and_logs_the_libraries_in_the_run_dir(quickstart_benchmark):
+    """Plan, placement, progress, results and paths on the terminal; nothing at warning or
+    error level, none of Ray's or vLLM's own lines: those are in logs/ (the driver's in
+    job.log, each Ray engine replica's in engine-<node>-<pid>.log)."""
+    run_dir, proc = quickstart_benchmark
+    shown = (proc.stdout + proc.stderr).splitlines()
+    noisy = [x for x in shown if re.search(r"\b(INFO|WARNING|ERROR|Warning|warning)\b", x)]
+    assert not noisy, noisy[:5]
+    assert any(x.startswith("plan: ") for x in shown) and any(x.startswith("placement: ")
+                                                               for x in shown)
+    progress = [x for x in proc.stderr.splitlines() if x.startswith("[generate smollm2_135m")]
+    assert progress and re.search(r"\] 4/4 rows \(100%\), .*out tok/s", progress[-1]), progress
+    job_log = (run_dir / "logs" / "job.log").read_text()
+    assert "Started a local Ray instance" in job_log and "Starting execution of Dataset" in job_log
+    engines = list((run_dir / "logs").glob("engine-*.log"))
+    assert engines and any("vLLM" in e.read_text() or "vllm" in e.read_text() for e in engines)
 
 
 def test_wandb_run_readable(quickstart_benchmark):

@@ -64,6 +64,11 @@ def test_multirun_one_dir_per_job(tmp_path):
     assert len(dirs) == 2
     temps = {json.loads((d / "summary.json").read_text())["job"] for d in dirs}
     assert temps == {"generate"}
+    # each job's library lines in its own run dir's log; the one engine (in this process)
+    # logged while the first job ran
+    assert all((d / "logs" / "job.log").exists() for d in dirs)
+    assert "vllm" in (dirs[0] / "logs" / "job.log").read_text().lower()
+    assert not [x for x in proc.stdout.splitlines() if " INFO " in x or "WARNING" in x]
 
 
 def test_seeded_batch_larger_than_one_prefill_step(tmp_path):

@@ -180,9 +180,10 @@ def test_rundir_json_and_parquet_round_trip(tmp_path):
 def test_progress_line_counts_cached_rows_apart_and_rates_only_computed_tokens(capsys):
     from aligncultura.engine.progress import Progress
 
-    bar = Progress("judge x", 4, every_s=0.0)
+    bar = Progress("judge x", 4)
     batch = pa.table({"cached": [True, True, False, None], "output_tokens": [50, 50, 7, 3]})
     bar.update(4, batch=batch, tokens=5)
-    line = capsys.readouterr().err.strip()
-    assert line.startswith("[judge x] 4/4 (100%)") and line.endswith(", 2 from the row cache")
+    bar.close()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("[judge x] 4/4 rows (100%), 2 cached, ") and "out tok/s" in line
     assert bar.tokens == 15  # 7 + 3 computed here, plus 5 passed in; the 100 cached not counted

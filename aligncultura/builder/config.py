@@ -99,6 +99,7 @@ class BuildDatasetJobConfig:
     cache_dir: str | None = None  # row cache; "off" disables it
     dry_run: bool = False
     progress: bool = True
+    verbose: bool = False  # Ray's, vLLM's and torch's own lines on the terminal (else logs/)
 
 
 def register() -> None:

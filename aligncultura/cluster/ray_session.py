@@ -35,12 +35,22 @@ def init_ray(num_cpus: int | None = None) -> None:
     # SIGTERM would end the job without saying how to resume
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    from aligncultura import runlog
+
+    # the workers' own lines reach this terminal only when the run is verbose; otherwise Ray
+    # keeps them in its session logs and engine replicas write theirs to the run dir's logs/
+    to_driver = runlog.verbose()
+    runlog.capture_loggers()  # Ray's own INFO lines ("Started a local Ray instance")
     try:
         if address:
-            ray.init(address=address, runtime_env=env, log_to_driver=False)
+            ray.init(address=address, runtime_env=env, log_to_driver=to_driver)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env,
-                     log_to_driver=False, _node_ip_address="127.0.0.1")
+                     log_to_driver=to_driver, _node_ip_address="127.0.0.1")
+        if not to_driver:
+            import ray.data  # noqa: F401 - it installs its console handler when imported
+
+            runlog.capture_loggers()
     except SystemExit as exc:  # SIGTERM while Ray was starting: Ray's handler exits
         if callable(sigterm) and exc.code == signal.SIGTERM:
             sigterm(signal.SIGTERM, None)

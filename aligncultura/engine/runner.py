@@ -92,14 +92,15 @@ def same_engine(a: tuple[ResolvedModel, Any], b: tuple[ResolvedModel, Any], engi
 
 def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
              engine_cfg: Any, followup: Any = None, cache: Any = None,
-             stats: dict | None = None) -> Iterator[pa.Table]:
+             stats: dict | None = None, progress: Progress | None = None) -> Iterator[pa.Table]:
     """Yield completion tables (engine.COMPLETION_SCHEMA) batch by batch as they finish.
 
     With a `cache` (aligncultura.engine.cache.RowCache), requests whose key is cached are served from
     it first (``cached=True``) and every computed batch is persisted as soon as it arrives; when
     nothing is left to compute no engine starts. `followup` (see `LLMStage.process`) lets the
     same engine serve a second round of requests built from each batch, in the same replica.
-    `stats` (a dict) receives ``cached``/``computed``/``failed`` request counts.
+    `stats` (a dict) receives ``cached``/``computed``/``failed`` request counts. `progress`
+    receives the engines' requests as they finish (between the batches).
     """
     stats = stats if stats is not None else {}
     stats.setdefault("cached", 0)
@@ -124,7 +125,7 @@ def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
     stats["computed"] += requests.num_rows
     key_of = dict(zip(requests.column("request_id").to_pylist(),
                       requests.column("key").to_pylist(), strict=True))
-    for batch in _complete(requests, model, model_cfg, engine_cfg, followup):
+    for batch in _complete(requests, model, model_cfg, engine_cfg, followup, progress):
         if cache is not None:
             rows = batch.to_pylist()
             for r in rows:  # engines that do not echo keys (API) get them here
@@ -171,7 +172,8 @@ def engine_dataset(requests: pa.Table, stage: Any, kwargs: dict[str, Any], engin
 
 
 
-def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
+def _complete(requests, model, model_cfg, engine_cfg, followup, progress=None
+              ) -> Iterator[pa.Table]:
     if model.source == "api":
         from aligncultura.engine.api import complete_api
 
@@ -179,24 +181,43 @@ def _complete(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.T
         return
     if engine_cfg.executor == "local":
         stage = local_engine(model, model_cfg, engine_cfg)
-        for batch in requests.to_batches(max_chunksize=engine_cfg.batch_size):
-            yield stage.process(pa.Table.from_batches([batch]), followup)
+        stage.ticks.sink = progress.tick if progress is not None else None
+        try:
+            for batch in requests.to_batches(max_chunksize=engine_cfg.batch_size):
+                yield stage.process(pa.Table.from_batches([batch]), followup)
+        finally:
+            stage.ticks.sink = None
         return
     if engine_cfg.executor != "ray":
         raise ValueError(f"engine.executor={engine_cfg.executor!r}: use ray or local")
-    yield from _complete_ray(requests, model, model_cfg, engine_cfg, followup)
+    poller = None
+    if progress is not None and progress.meter.enabled:
+        from aligncultura.engine.progress import HubPoller, hub_actor
+
+        init_ray()
+        poller = HubPoller(hub_actor(), progress)
+    try:
+        yield from _complete_ray(requests, model, model_cfg, engine_cfg, followup,
+                                 poller.hub if poller is not None else None)
+    finally:
+        if poller is not None:
+            poller.stop()
 
 
-def _complete_ray(requests, model, model_cfg, engine_cfg, followup) -> Iterator[pa.Table]:
+def _complete_ray(requests, model, model_cfg, engine_cfg, followup, hub=None
+                  ) -> Iterator[pa.Table]:
     """Batches from a Ray Data pass of LLMStage replicas. When a replica is lost for good (its
     node died, or it crashed past ``engine.max_restarts``), Ray Data stops the whole pass: the
     rows not finished then go through a new pass on the replicas the cluster can still place
     (``engine.max_restarts`` such passes at most); only what is left after that is failed,
     with the error that stopped the last pass."""
+    from aligncultura import runlog
     from aligncultura.engine.vllm_stage import LLMStage
     from aligncultura.rundir import raise_if_interrupted
 
-    kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup}
+    log_dir = runlog.log_dir()
+    kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup,
+              "progress": hub, "log_dir": str(log_dir) if log_dir is not None else None}
     todo, retries, cfg = requests, 0, engine_cfg
     while True:
         seen: set[str] = set()
@@ -266,14 +287,17 @@ def run_requests(requests: list[dict[str, Any]] | pa.Table, model: ResolvedModel
     bar = Progress(label, len(own), enabled=progress)
     parts = []
     t0 = time.perf_counter()
-    for batch in complete(requests, model, model_cfg, engine_cfg, followup, cache=cache,
-                          stats=stats):
-        parts.append(batch)
-        mine = pa.array([rid in own for rid in batch.column("request_id").to_pylist()])
-        main, side = batch.filter(mine), batch.filter(pc.invert(mine))
-        live = side.filter(pc.invert(pc.fill_null(side.column("cached"), False)))
-        bar.update(len(set(main.column("request_id").to_pylist())), batch=main,
-                   tokens=sum(live.column("output_tokens").to_pylist()))
+    try:
+        for batch in complete(requests, model, model_cfg, engine_cfg, followup, cache=cache,
+                              stats=stats, progress=bar):
+            parts.append(batch)
+            mine = pa.array([rid in own for rid in batch.column("request_id").to_pylist()])
+            main, side = batch.filter(mine), batch.filter(pc.invert(mine))
+            live = side.filter(pc.invert(pc.fill_null(side.column("cached"), False)))
+            bar.update(len(set(main.column("request_id").to_pylist())), batch=main,
+                       tokens=sum(live.column("output_tokens").to_pylist()))
+    finally:
+        bar.close()
     wall = time.perf_counter() - t0
     completions = pa.concat_tables(parts) if parts else COMPLETION_SCHEMA.empty_table()
     return Pass(completions, wall, stats.get("cached", 0), stats.get("computed", 0))

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from aligncultura.engine.progress import EngineTicks
 from aligncultura.engine.requests import COMPLETION_SCHEMA, identities, read_output
 
 # never phone home: no hub downloads (models are provisioned or read from the local HF cache
@@ -71,8 +72,14 @@ class LLMStage:
     def __init__(self, model: dict[str, Any], engine_kwargs: dict[str, Any],
                  chat_template_kwargs: dict[str, Any] | None = None, threads: int | None = None,
                  env: dict[str, str] | None = None, cpu: bool = True, followup: Any = None,
-                 opens_think: bool = False):
+                 opens_think: bool = False, progress: Any = None, log_dir: str | None = None):
         t0 = time.perf_counter()
+        from aligncultura import runlog
+
+        runlog.engine_log(log_dir)  # a Ray replica: vLLM's and torch's lines to the run dir
+        # finished requests reported as they finish: to the driver's progress hub (`progress`,
+        # a Ray actor handle) or, in this process, to `self.ticks.sink` (engine/runner.py)
+        self.ticks = EngineTicks(progress)
         apply_env(env, cpu)
         if cpu:
             # Ray sets OMP_NUM_THREADS=1 in a 1-CPU actor; vLLM's CPU attention binds its own
@@ -95,7 +102,9 @@ class LLMStage:
 
             kwargs.setdefault("enable_lora", True)
             self.lora = LoRARequest("adapter", 1, model["lora_path"])
-        self.llm = LLM(model=model["path"], **kwargs)
+        runlog.capture_loggers()  # in this process (executor=local): vLLM's lines to logs/
+        with runlog.quiet():  # and the loading bars it writes to sys.stderr
+            self.llm = LLM(model=model["path"], **kwargs)
         self.chat_template_kwargs = chat_template_kwargs or None
         self.followup = followup
         self.opens_think = opens_think
@@ -115,8 +124,10 @@ class LLMStage:
         except Exception:  # noqa: BLE001 - best effort; the fallback reports per-row errors
             return -1
 
-    def _chat(self, conversations, params):
-        return self.llm.chat(conversations, sampling_params=params, use_tqdm=False,
+    def _chat(self, conversations, params, kind="main"):
+        outputs = max((getattr(p, "n", 1) or 1 for p in params), default=1)
+        return self.llm.chat(conversations, sampling_params=params,
+                             use_tqdm=self.ticks.bar(kind, outputs),
                              lora_request=self.lora, chat_template_kwargs=self.chat_template_kwargs)
 
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
@@ -125,14 +136,26 @@ class LLMStage:
     def process(self, batch: pa.Table | dict, followup: Any = None) -> pa.Table:
         """Complete a request batch; `followup(completions, {})` may add a second round of
         requests (e.g. judging what was just generated) served by the same engine."""
-        out = self._complete(batch)
-        if followup is not None:
-            more = followup(out)
-            if more is not None and more.num_rows:
-                out = pa.concat_tables([out, self._complete(more)])
+        with self.ticks.watch(self._generation_tokens):
+            out = self._complete(batch)
+            if followup is not None:
+                more = followup(out)
+                if more is not None and more.num_rows:
+                    out = pa.concat_tables([out, self._complete(more, "followup")])
         return out
 
-    def _complete(self, batch: pa.Table | dict) -> pa.Table:
+    def _generation_tokens(self) -> int | None:
+        """The engine's output tokens so far (its ``vllm:generation_tokens`` counter, kept
+        while stats are logged), or None."""
+        try:
+            for metric in self.llm.get_metrics():
+                if metric.name == "vllm:generation_tokens":
+                    return int(metric.value)
+        except Exception:  # noqa: BLE001 - no metrics: progress counts finished requests only
+            return None
+        return None
+
+    def _complete(self, batch: pa.Table | dict, kind: str = "main") -> pa.Table:
         if not isinstance(batch, pa.Table):
             batch = pa.table(batch)
         ids = batch.column("request_id").to_pylist()
@@ -145,9 +168,9 @@ class LLMStage:
         rows: list[dict[str, Any]] = []
         modes = {s.get("mode", "chat") for s in specs}
         if modes != {"chat"}:  # scorer judges: numbers, not text (benchmark/scorers.py)
-            return self._scores(idents, keys, conversations, specs, cpu0, t0)
+            return self._scores(idents, keys, conversations, specs, cpu0, t0, kind)
         try:
-            outputs = self._chat(conversations, [sampling_params(s) for s in specs])
+            outputs = self._chat(conversations, [sampling_params(s) for s in specs], kind)
         except Exception as exc:  # noqa: BLE001 - fall back to one request at a time
             outputs = None
             first_error = f"{type(exc).__name__}: {exc}"[:500]
@@ -160,7 +183,7 @@ class LLMStage:
             outputs = []
             for conv, spec in zip(conversations, specs, strict=True):
                 try:
-                    outputs.append(self._chat([conv], [sampling_params(spec)])[0])
+                    outputs.append(self._chat([conv], [sampling_params(spec)], kind)[0])
                 except Exception as exc:  # noqa: BLE001 - this row fails, the batch goes on
                     outputs.append(f"{type(exc).__name__}: {exc}"[:500] or first_error)
         for ident, key, out in zip(idents, keys, outputs, strict=True):
@@ -192,7 +215,7 @@ class LLMStage:
                      cached=False, replica=self.replica, busy_s=busy / n)
         return pa.Table.from_pylist(rows, schema=COMPLETION_SCHEMA)
 
-    def _scores(self, idents, keys, conversations, specs, cpu0, t0) -> pa.Table:
+    def _scores(self, idents, keys, conversations, specs, cpu0, t0, kind="main") -> pa.Table:
         """Scorer requests: `mode=classify` (a pooling model's raw logits per label) or
         `mode=score` (the next-token log-probabilities of `score_tokens` after a plain prompt,
         no chat template). The completion text is the JSON of those numbers."""
@@ -207,12 +230,12 @@ class LLMStage:
         results: dict[int, dict[str, Any] | str] = {}
         try:
             results.update(zip(todo, self._score_batch([inputs[k] for k in todo],
-                                                       [specs[k] for k in todo]), strict=True))
+                                                       [specs[k] for k in todo], kind), strict=True))
         except Exception as exc:  # noqa: BLE001 - one at a time, so one bad row fails alone
             self._abort_unfinished()
             for k in todo:
                 try:
-                    results[k] = self._score_batch([inputs[k]], [specs[k]])[0]
+                    results[k] = self._score_batch([inputs[k]], [specs[k]], kind)[0]
                 except Exception as one:  # noqa: BLE001
                     results[k] = f"{type(one).__name__}: {one}"[:500] or str(exc)
         wall = time.perf_counter() - t0
@@ -231,12 +254,12 @@ class LLMStage:
         return self._finish(rows, cpu0, t0)
 
     def _score_batch(self, inputs: list[tuple[list[int], list[int]]],
-                     specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                     specs: list[dict[str, Any]], kind: str = "main") -> list[dict[str, Any]]:
         from vllm import PoolingParams, SamplingParams
 
         prompts = [{"prompt_token_ids": ids} for ids, _ in inputs]
         if specs and specs[0].get("mode") == "classify":
-            outs = self.llm.classify(prompts, use_tqdm=False,
+            outs = self.llm.classify(prompts, use_tqdm=self.ticks.bar(kind),
                                      pooling_params=PoolingParams(use_activation=False))
             labels = getattr(self.llm.llm_engine.model_config.hf_config, "id2label", None) or {}
             out = []
@@ -248,7 +271,8 @@ class LLMStage:
         params = [SamplingParams(max_tokens=1, temperature=0.0, seed=spec.get("seed"),
                                  logprob_token_ids=want) for (_, want), spec in
                   zip(inputs, specs, strict=True)]
-        outs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora)
+        outs = self.llm.generate(prompts, params, use_tqdm=self.ticks.bar(kind),
+                                 lora_request=self.lora)
         result = []
         for o, (_, want) in zip(outs, inputs, strict=True):
             step = o.outputs[0].logprobs[0] if o.outputs[0].logprobs else {}
