@@ -112,7 +112,8 @@ def _one_line(exc: BaseException) -> str:
 
 def log_run(run_dir: Path, wandb_cfg: Any, *, name: str, job_type: str, config: dict,
             summary: dict, tables: dict[str, Any] | None = None, group: str | None = None,
-            artifacts: dict[str, Path] | None = None) -> dict[str, Any]:
+            artifacts: dict[str, Path] | None = None,
+            images: dict[str, Path] | None = None) -> dict[str, Any]:
     """Mirror one finished job to W&B. Never raises.
 
     ``wandb_cfg`` is a ``WandbConfig`` (mode offline|online|disabled, project, entity, group);
@@ -120,6 +121,8 @@ def log_run(run_dir: Path, wandb_cfg: Any, *, name: str, job_type: str, config: 
     ``tables`` are pyarrow tables logged as ``wandb.Table`` (capped at MAX_TABLE_ROWS rows; the
     summary says how many were logged). ``artifacts`` maps an artifact name to a file or directory;
     files are referenced, not copied, so keep them in place until an offline run is synced.
+    ``images`` maps a key (e.g. ``plots/metrics``) to a PNG file, logged as a ``wandb.Image``
+    (in the run's history and summary, shown as media in the W&B UI, not only as a file).
 
     Returns ``{"status": "disabled"}``, ``{"status": "ok", "run_id", "dir", "mode"}`` (``dir`` is
     the W&B run directory to pass to ``wandb sync``) or ``{"status": "failed", "error", "hint"}``.
@@ -153,8 +156,11 @@ def log_run(run_dir: Path, wandb_cfg: Any, *, name: str, job_type: str, config: 
                 config=redact(_plain(config)), reinit="create_new", settings=settings,
             )
             flat = flatten(summary)
-            if tables:
-                run.log({key: _wandb_table(wandb, table) for key, table in tables.items()})
+            logged = {key: _wandb_table(wandb, table) for key, table in (tables or {}).items()}
+            logged.update({key: wandb.Image(str(path), caption=_masked(Path(path).stem))
+                           for key, path in (images or {}).items()})
+            if logged:
+                run.log(logged)
             for key, table in (tables or {}).items():
                 flat[f"tables/{key}/rows_total"] = table.num_rows
                 flat[f"tables/{key}/rows_logged"] = min(table.num_rows, MAX_TABLE_ROWS)

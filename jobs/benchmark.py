@@ -43,6 +43,7 @@ from aligncultura.benchmark.judging import (
 from aligncultura.benchmark.metrics import compute_metrics
 from aligncultura.benchmark.report import results_table
 from aligncultura.benchmark.scorers import check_scorer
+from aligncultura.compare.html import benchmark_report
 from aligncultura.config import command_line_keys  # (importing it registers the schemas)
 from aligncultura.data.reader import load_prompts, quarantine_table
 from aligncultura.engine.cache import row_cache
@@ -322,17 +323,19 @@ def run(cfg: Any) -> dict[str, Any]:
         "errors": failures,
     }
     rd.write_json("summary.json", summary)
-    wb = _log_wandb(cfg, rd, metrics, judgments, gens, prompts.table)
+    report = benchmark_report(rd.path, metrics, judgments, gens, row_meta, judgments2)
+    wb = _log_wandb(cfg, rd, metrics, judgments, gens, prompts.table, report["plots"])
     print(results_table([metrics], judge_demo=cfg.judge.demo_only))
     if wb.get("status") == "ok" and wb.get("mode") == "offline":
         print(f"W&B (offline): {wb.get('dir')}  (upload later: wandb sync {wb.get('dir')})")
+    print(f"report: {report['html']}")
     print(f"run dir: {rd.path}", flush=True)
     if failures:
         raise JobError(failures[0] + f"; all results kept in {rd.path}")
     return {"run_dir": str(rd.path), "metrics": metrics, "summary": summary}
 
 
-def _log_wandb(cfg, rd, metrics, judgments, gens, prompts) -> dict:
+def _log_wandb(cfg, rd, metrics, judgments, gens, prompts, plots=None) -> dict:
     if cfg.wandb.mode == "disabled":
         return {"status": "disabled"}
     from aligncultura.benchmark.report import per_sample_table, per_subdomain_table
@@ -343,7 +346,8 @@ def _log_wandb(cfg, rd, metrics, judgments, gens, prompts) -> dict:
                    config=OmegaConf.to_container(cfg, resolve=True),
                    summary={k: v for k, v in metrics.items() if k != "by_subdomain"},
                    tables={"per_sample": per_sample_table(judgments, gens, prompts),
-                           "per_subdomain": per_subdomain_table(metrics)})
+                           "per_subdomain": per_subdomain_table(metrics)},
+                   images={f"plots/{name}": path for name, path in (plots or {}).items()})
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")

@@ -1,8 +1,9 @@
 """Compare benchmark runs: `python -m jobs.compare runs=[dir1,dir2,...] run_dir=PATH`.
 
 `runs` also takes a glob of a sweep dir (`runs='runs/multirun/benchmark/<time>/*'`). Writes
-`comparison.json`, `report.md` and `plots/*.png` into the run dir and mirrors them to W&B as a
-run of job_type "compare" in the sweep's group. See aligncultura/compare/comparison.py for what is
+`comparison.json`, `report.md`, `report.html` (self-contained: aligncultura/compare/html.py) and
+`plots/*.png` into the run dir and mirrors them to W&B as a run of job_type "compare" in the
+sweep's group (the plots as images). See aligncultura/compare/comparison.py for what is
 compared, aligncultura/compare/bootstrap.py for the clustered, paired bootstrap and
 aligncultura/stats.py for the bootstrap p-value and the Holm correction.
 """
@@ -19,7 +20,9 @@ from omegaconf import OmegaConf
 
 from aligncultura.benchmark.report import results_table
 from aligncultura.compare.comparison import compare
+from aligncultura.compare.html import write_html
 from aligncultura.compare.report import render, wandb_tables
+from aligncultura.compare.report_data import from_comparison
 from aligncultura.compare.runs import Run, load_runs
 from aligncultura.errors import JobError
 from aligncultura.jobkit import cli, precheck
@@ -69,7 +72,9 @@ def run(cfg: Any) -> dict[str, Any]:
     result["plots"] = plots
     rd.write_json("comparison.json", result)
     (rd / "report.md").write_text(render(result, plots))
-    wb = _log_wandb(cfg, rd.path, result, runs)
+    images = {name: rd.path / rel for name, rel in plots.items()}
+    write_html(rd / "report.html", from_comparison(result, runs), images)
+    wb = _log_wandb(cfg, rd.path, result, runs, images)
     rows = [{**result["models"][r.label], "model": r.label, "unscored": r.metrics.get("unscored"),
              "efficiency": r.metrics.get("efficiency"),
              "generation_failed": r.metrics.get("generation_failed")} for r in runs]
@@ -87,11 +92,13 @@ def run(cfg: Any) -> dict[str, Any]:
         print(f"note: {n}")
     if wb.get("status") == "ok" and wb.get("mode") == "offline":
         print(f"W&B (offline): {wb.get('dir')}")
-    print(f"report: {rd / 'report.md'}", flush=True)
+    print(f"report: {rd / 'report.md'}")
+    print(f"report: {rd / 'report.html'}", flush=True)
     return {"run_dir": str(rd.path), "comparison": result, "wandb": wb}
 
 
-def _log_wandb(cfg: Any, path: Path, result: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
+def _log_wandb(cfg: Any, path: Path, result: dict[str, Any], runs: list[Run],
+               images: dict[str, Path]) -> dict[str, Any]:
     if cfg.wandb.mode == "disabled":
         return {"status": "disabled"}
     from aligncultura.tracking import log_run
@@ -100,13 +107,15 @@ def _log_wandb(cfg: Any, path: Path, result: dict[str, Any], runs: list[Run]) ->
                "pairwise": {f"{p['a']} vs {p['b']}/{p['metric']}":
                             {k: p[k] for k in ("diff", "ci_low", "ci_high", "p", "p_holm",
                                                "significant")} for p in result["pairwise"]}}
-    artifacts = {"comparison": path / "comparison.json", "comparison-report": path / "report.md"}
+    artifacts = {"comparison": path / "comparison.json", "comparison-report": path / "report.md",
+                 "comparison-report-html": path / "report.html"}
     if (path / "plots").exists():
         artifacts["comparison-plots"] = path / "plots"
     return log_run(path, cfg.wandb, name=f"compare-{len(runs)}-runs", job_type="compare",
                    group=wandb_group(cfg, runs, path.name),
                    config=OmegaConf.to_container(cfg, resolve=True), summary=summary,
-                   tables=wandb_tables(result), artifacts=artifacts)
+                   tables=wandb_tables(result), artifacts=artifacts,
+                   images={f"plots/{name}": p for name, p in images.items()})
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare")

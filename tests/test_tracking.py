@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,6 +53,19 @@ def isolated(monkeypatch, tmp_path) -> Path:
     return _isolate(monkeypatch, tmp_path)
 
 
+def _png(path: Path, width: int = 4, height: int = 3) -> Path:
+    """A tiny RGB PNG written by hand (no imaging library needed)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    rows = b"".join(b"\x00" + b"\xc8\x1e\x1e" * width for _ in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
 def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -76,7 +91,8 @@ def offline_run(tmp_path_factory):
                          name="bench-tiny", job_type="benchmark", config=CONFIG,
                          summary=SUMMARY, tables={"responses": table}, group="sweep-1",
                          artifacts={"outputs": run_dir / "outputs",
-                                    "summary": run_dir / "summary.json"})
+                                    "summary": run_dir / "summary.json"},
+                         images={"plots/demo": _png(run_dir / "demo.png")})
         seconds = time.perf_counter() - t0
         env_after = {k: os.environ.get(k) for k in tracking._ENV_DIRS}
         yield {"result": result, "run_dir": run_dir, "home": home, "seconds": seconds,
@@ -117,6 +133,14 @@ def test_table_is_logged_and_capped(offline_run):
     data = json.loads(media[0].read_text())
     assert data["columns"] == ["id", "score", "tags"] and len(data["data"]) == 3
     assert data["data"][2][2] == '["b", "c"]'  # nested cells become JSON text
+
+
+def test_image_is_logged_as_wandb_image(offline_run):
+    image = offline_run["read"]["summary"]["plots/demo"]
+    assert image["_type"] == "image-file" and image["format"] == "png"
+    assert (image["width"], image["height"]) == (4, 3)
+    media = Path(offline_run["result"]["dir"]) / "files" / image["path"]
+    assert media.read_bytes() == (offline_run["run_dir"] / "demo.png").read_bytes()
 
 
 def test_secret_never_written_and_nothing_leaves_run_dir(offline_run):

@@ -63,8 +63,10 @@ def _row(n_panels: int, n_rows: int) -> tuple[Any, list[Any]]:
     return fig, list(axes[0])
 
 
-def metrics_figure(models: dict[str, dict], metrics: Sequence[Metric] = JOINT_FIRST) -> Any:
-    """One panel per metric: each model's value (percent) with its 95% CI."""
+def metrics_figure(models: dict[str, dict], metrics: Sequence[Metric] = JOINT_FIRST,
+                   ci: str = "subdomain-clustered bootstrap") -> Any:
+    """One panel per metric: each model's value (percent) with its 95% CI (``ci``: how the CI
+    was computed, for the title)."""
     labels = list(models)
     fig, axes = _row(len(metrics), len(labels))
     for ax, m in zip(axes, metrics, strict=True):
@@ -72,7 +74,7 @@ def metrics_figure(models: dict[str, dict], metrics: Sequence[Metric] = JOINT_FI
         ax.set_title(m.title + ("" if m.higher_is_better else " (lower is better)"), fontsize=9)
         ax.set_xlabel(f"{m.title.split(' (')[0]} (%)")
     axes[0].set_ylabel("model")
-    fig.suptitle("HHH metrics per model, 95% CI (subdomain-clustered bootstrap)", fontsize=11)
+    fig.suptitle(f"HHH metrics per model, 95% CI ({ci})", fontsize=11)
     fig.tight_layout()
     return fig
 
