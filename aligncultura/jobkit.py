@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from aligncultura.errors import InputError, JobError
 from aligncultura.rundir import SECRET_VALUE, redact_hydra_files
 
@@ -33,17 +35,123 @@ def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
         redact_hydra_files()
         rundir._CONSOLE.append(True)  # start_run sends the libraries' lines to logs/
         try:
-            return run(cfg)
+            result = run(cfg)
         except user_errors() as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"error: {printable(SECRET_VALUE.sub('***', msg))}", file=sys.stderr,
-                  flush=True)
+            line = printable(SECRET_VALUE.sub('***', msg))
+            print(f"error: {line}", file=sys.stderr, flush=True)
+            if in_multirun():  # the sweep goes on; `launch` sums it up at the end
+                _JOBS.append(_job_record("failed", line))
+                raise JobFailed(line) from None
             sys.exit(2)
+        except Exception as exc:
+            if in_multirun():
+                _JOBS.append(_job_record("failed", f"{type(exc).__name__}: {exc}"[:300]))
+            raise
         finally:
             rundir._CONSOLE.clear()
             runlog.restore()
+        if in_multirun():
+            _JOBS.append(_job_record("done", ""))
+        return result
 
     return main
+
+
+class JobFailed(Exception):
+    """A job of a sweep stopped on a user error (its one line is printed and recorded); Hydra
+    marks the job failed and goes on with the others."""
+
+
+_JOBS: list[dict[str, Any]] = []  # the jobs of this process's sweep (basic launcher), in order
+_SWEEP: dict[str, str] = {}  # the sweep dir, recorded by `SweepDir` when a multirun starts
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def _job_record(state: str, error: str) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    return {"num": hc.job.num, "overrides": list(hc.overrides.task), "state": state,
+            "error": error, "run_dir": hc.runtime.output_dir}
+
+
+class SweepDir(Callback):
+    """A Hydra callback (conf/<job>.yaml, ``hydra.callbacks``): records the sweep dir when a
+    multirun starts, for `launch`'s summary."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _SWEEP["dir"] = str(config.hydra.sweep.dir)
+
+
+def launch(hydra_main: Callable[[], Any], argv: list[str] | None = None) -> None:
+    """Run a job's `@hydra.main`. A multirun (``-m``) in which jobs fail ends with a table of
+    every job and each failed job's own one-line error, and exit 2, instead of Hydra's or
+    submitit's traceback; the jobs that succeeded keep their results."""
+    args = sys.argv[1:] if argv is None else argv
+    if not any(a in ("-m", "--multirun") for a in args):
+        hydra_main()
+        return
+    import os
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises: the summary below replaces its report
+    error: BaseException | None = None
+    try:
+        hydra_main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            error = exc
+    except Exception as exc:  # noqa: BLE001 - a failed job, or the launcher's report of one
+        error = exc
+    sys.exit(sweep_summary(error))
+
+
+def sweep_summary(error: BaseException | None) -> int:
+    """Print the sweep's jobs (submitit launchers: `jobs.status`' table, read from the sweep
+    dir; the basic launcher: the jobs this process ran) and each failure's one line; the exit
+    code (2 when any job or the sweep itself failed)."""
+    sweep = _SWEEP.get("dir")
+    failed: list[str] = []
+    if sweep and (Path(sweep) / ".submitit").is_dir():
+        import time
+
+        from aligncultura.cluster.sweep_status import collect, status_table
+
+        jobs = collect(sweep)
+        waiting = [j for j in jobs if j.state in ("queued", "running")]
+        if waiting:  # the launcher stopped at the first failure; the others still run
+            print(f"sweep: waiting for {len(waiting)} job(s) still queued or running "
+                  "(Ctrl-C leaves them running; `python -m jobs.status "
+                  f"{sweep}` shows them later)", file=sys.stderr, flush=True)
+        while waiting:
+            time.sleep(5)
+            jobs = collect(sweep)
+            waiting = [j for j in jobs if j.state in ("queued", "running")]
+        print(f"sweep {Path(sweep).resolve()}: {len(jobs)} jobs")
+        print(status_table(jobs))
+        failed = [f"job {j.num}: {j.reason or 'failed'} (log: {j.log})" for j in jobs
+                  if j.state == "failed"]
+    elif _JOBS:
+        print(f"sweep {Path(sweep).resolve() if sweep else ''}: {len(_JOBS)} jobs")
+        for j in _JOBS:
+            where = j["error"] if j["state"] == "failed" else j["run_dir"]
+            print(f"  #{j['num']} {j['state']:6s} {' '.join(j['overrides']) or '-'}  {where}")
+        failed = [f"job {j['num']}: {j['error']}" for j in _JOBS if j["state"] == "failed"]
+    if error is not None and not failed:
+        msg = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        failed = [f"{type(error).__name__}: {msg}"[:400]]
+    for line in failed:
+        print(f"error: {printable(SECRET_VALUE.sub('***', line))}", file=sys.stderr, flush=True)
+    return 2 if failed else 0
 
 
 def printable(text: str) -> str:

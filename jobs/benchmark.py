@@ -51,7 +51,7 @@ from aligncultura.engine.models import architectures, resolve_model
 from aligncultura.engine.progress import efficiency
 from aligncultura.engine.runner import run_requests, same_engine
 from aligncultura.errors import JobError
-from aligncultura.jobkit import precheck
+from aligncultura.jobkit import launch, precheck
 from aligncultura.rundir import guard_signals, start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -359,7 +359,7 @@ def _hydra_main(cfg: Any) -> None:
 
 def main() -> None:
     precheck(CONF, "benchmark", ("model", "judge", "judge2", "dataset", "engine", "experiment"))
-    _hydra_main()
+    launch(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import hydra
 
 from aligncultura.builder import config as _config  # noqa: F401  (registers the schema)
 from aligncultura.builder.pipeline import build
-from aligncultura.jobkit import cli, precheck
+from aligncultura.jobkit import cli, launch, precheck
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -37,7 +37,7 @@ def _hydra_main(cfg: Any) -> None:
 
 def main() -> None:
     precheck(CONF, "build_dataset", ("seeds", "builder", "engine"))
-    _hydra_main()
+    launch(_hydra_main)
 
 
 if __name__ == "__main__":

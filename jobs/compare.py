@@ -25,7 +25,7 @@ from aligncultura.compare.report import render, wandb_tables
 from aligncultura.compare.report_data import from_comparison
 from aligncultura.compare.runs import Run, load_runs
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck
+from aligncultura.jobkit import cli, launch, precheck
 from aligncultura.rundir import start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -125,7 +125,7 @@ def _hydra_main(cfg: Any) -> None:
 
 def main() -> None:
     precheck(CONF, "compare", ())
-    _hydra_main()
+    launch(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import hydra
 
 from aligncultura.data.reader import quarantine_table
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck
+from aligncultura.jobkit import cli, launch, precheck
 from aligncultura.leakage import exact_clusters, near_duplicate_clusters
 from aligncultura.leakage.clusters import duplicate_groups
 from aligncultura.leakage.config import core_config, read_side
@@ -104,7 +104,7 @@ def _hydra_main(cfg: Any) -> None:
 
 def main() -> None:
     precheck(CONF, "dedup", ("input",))
-    _hydra_main()
+    launch(_hydra_main)
 
 
 if __name__ == "__main__":

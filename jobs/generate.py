@@ -17,7 +17,7 @@ from aligncultura.engine.models import resolve_model
 from aligncultura.engine.progress import efficiency
 from aligncultura.engine.runner import run_requests
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck
+from aligncultura.jobkit import cli, launch, precheck
 from aligncultura.rundir import guard_signals, start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -88,7 +88,7 @@ def _hydra_main(cfg: Any) -> None:
 
 def main() -> None:
     precheck(CONF, "generate", ("model", "dataset", "engine", "experiment"))
-    _hydra_main()
+    launch(_hydra_main)
 
 
 if __name__ == "__main__":

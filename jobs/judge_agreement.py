@@ -26,7 +26,7 @@ from aligncultura.benchmark.scorers import check_scorer
 from aligncultura.config import command_line_keys  # noqa: F401  (registers the schemas)
 from aligncultura.engine.models import resolve_model
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck
+from aligncultura.jobkit import cli, launch, precheck
 from aligncultura.rundir import start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -101,7 +101,7 @@ def _hydra_main(cfg: Any) -> None:
 
 def main() -> None:
     precheck(CONF, "judge_agreement", ("judge", "engine"))
-    _hydra_main()
+    launch(_hydra_main)
 
 
 if __name__ == "__main__":

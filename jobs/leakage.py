@@ -18,7 +18,7 @@ import hydra
 
 from aligncultura.data.reader import quarantine_table
 from aligncultura.errors import JobError
-from aligncultura.jobkit import cli, precheck
+from aligncultura.jobkit import cli, launch, precheck
 from aligncultura.leakage import build_index
 from aligncultura.leakage.config import core_config, read_side
 from aligncultura.leakage.references import reference_files, scan_references
@@ -83,7 +83,7 @@ def _hydra_main(cfg: Any) -> None:
 
 def main() -> None:
     precheck(CONF, "leakage", ("eval", "reference"))
-    _hydra_main()
+    launch(_hydra_main)
 
 
 if __name__ == "__main__":

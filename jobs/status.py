@@ -20,29 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aligncultura.benchmark.report import results_table
-from aligncultura.cluster.sweep_status import JobStatus, collect
-
-
-def status_table(jobs: list[JobStatus]) -> str:
-    head = ["#", "job id", "state", "slurm", "elapsed", "overrides", "where"]
-    shared = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
-    rows = []
-    for j in jobs:
-        overrides = " ".join(o for o in j.overrides if o not in shared)
-        where = j.log if j.state == "failed" else j.run_dir or j.log_out or ""
-        rows.append([str(j.num if j.num is not None else "?"), j.job_id or "?", j.state,
-                     j.slurm_state or "-", j.elapsed or "-", overrides or "-",
-                     ("log: " if j.state == "failed" else "") + (where or "-")])
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
-    out = []
-    for r in [head, *rows]:
-        out.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
-    if shared:
-        out.append(f"  (every job: {' '.join(o for o in jobs[0].overrides if o in shared)})")
-    for j in jobs:
-        if j.reason:
-            out.append(f"  #{j.num if j.num is not None else '?'} ({j.job_id}) {j.state}: {j.reason}")
-    return "\n".join(out)
+from aligncultura.cluster.sweep_status import JobStatus, collect, status_table
 
 
 def finished_metrics(jobs: list[JobStatus]) -> list[dict[str, Any]]:

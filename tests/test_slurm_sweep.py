@@ -241,3 +241,24 @@ def test_sbatch_job_preempted_requeues_and_resumes(tmp_path, cache_dir):
     leftovers = [p.pid for p in psutil.process_iter(["cmdline"])
                  if any(f"/tmp/ray_{job_id}/" in a for a in (p.info["cmdline"] or []))]
     assert not leftovers, f"Ray processes of job {job_id} still running: {leftovers}"
+
+
+def test_a_slurm_sweep_with_a_failed_job_ends_with_a_summary_not_a_traceback(tmp_path):
+    """hydra/launcher=slurm: one job of two fails on its input (jobs.dedup, no engine); the
+    launcher ends with every job's state and that job's own error line, exit 2."""
+    ensure_slurm()
+    good, missing = tmp_path / "good.csv", tmp_path / "missing.csv"
+    good.write_text("id,question\na1,How is Diwali celebrated?\na2,How is Diwali celebrated?\n")
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "jobs.dedup", "-m", "hydra/launcher=slurm",
+                           "hydra.launcher.cpus_per_task=1", f"input.path={good},{missing}",
+                           f"hydra.sweep.dir={sweep}"], cwd="/tmp", env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:] + job_logs(sweep)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    rows = [x for x in proc.stdout.splitlines() if str(good) in x or str(missing) in x]
+    assert any(" done " in x and str(good) in x for x in rows), proc.stdout
+    assert any(" failed " in x and str(missing) in x for x in rows), proc.stdout
+    assert [x for x in proc.stderr.splitlines() if x.startswith("error: job 1: ")
+            and f"{missing} does not exist" in x], proc.stderr
+    assert (sweep / "0" / "summary.json").exists()

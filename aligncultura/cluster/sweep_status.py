@@ -156,6 +156,13 @@ def _submitit_result(path: Path) -> tuple[str, str] | None:
     except Exception as exc:  # noqa: BLE001
         return "error", f"unreadable result {path.name}: {type(exc).__name__}"
     if kind == "success":
+        # Hydra's submitit launcher returns the job's JobReturn: a job that raised is a
+        # submitit success holding status FAILED and the exception
+        status = getattr(getattr(value, "status", None), "name", None)
+        if status == "FAILED":
+            exc = getattr(value, "_return_value", None)
+            msg = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+            return "error", msg or f"{type(exc).__name__} (Hydra job failed)"
         return "success", ""
     lines = [x for x in str(value).strip().splitlines() if x.strip()]
     return "error", lines[-1].strip() if lines else "failed"
@@ -243,8 +250,11 @@ def decide(job: JobStatus, slurm: dict[str, Any] | None, result: tuple[str, str]
         if summary is not None and summary.get("status") == "ok" and not interrupted:
             job.reason += " (after writing its results: see metrics.json)"
     elif summary is not None and not interrupted:
-        if summary.get("status") == "ok" and (rd / "metrics.json").exists():
-            job.state, job.metrics = "done", str(rd / "metrics.json")
+        # a benchmark's summary says ok or failed; other jobs' summaries (generate, dedup,
+        # leakage, ...) are written once they finished
+        if summary.get("status", "ok") == "ok":
+            job.state = "done"
+            job.metrics = str(rd / "metrics.json") if (rd / "metrics.json").exists() else None
             job.reason = note.strip(" ()")
         else:
             job.state = "failed"
@@ -285,3 +295,25 @@ def collect(sweep_dir: str | Path) -> list[JobStatus]:
         decide(job, rec, results.get(job.job_id), local=local)
     return sorted(jobs, key=lambda j: (j.num is None, j.num if j.num is not None else 0,
                                        j.job_id or ""))
+
+
+def status_table(jobs: list[JobStatus]) -> str:
+    head = ["#", "job id", "state", "slurm", "elapsed", "overrides", "where"]
+    shared = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
+    rows = []
+    for j in jobs:
+        overrides = " ".join(o for o in j.overrides if o not in shared)
+        where = j.log if j.state == "failed" else j.run_dir or j.log_out or ""
+        rows.append([str(j.num if j.num is not None else "?"), j.job_id or "?", j.state,
+                     j.slurm_state or "-", j.elapsed or "-", overrides or "-",
+                     ("log: " if j.state == "failed" else "") + (where or "-")])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    out = []
+    for r in [head, *rows]:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    if shared:
+        out.append(f"  (every job: {' '.join(o for o in jobs[0].overrides if o in shared)})")
+    for j in jobs:
+        if j.reason:
+            out.append(f"  #{j.num if j.num is not None else '?'} ({j.job_id}) {j.state}: {j.reason}")
+    return "\n".join(out)
