@@ -8,10 +8,14 @@ laptop with ``RAY_ADDRESS`` exported, then stops this job's Ray and exits with t
                            partition="gpu", run_dir="/scratch/runs/bench-1")
     job_id = submit(script, "/scratch/runs/bench-1")  # writes run_dir/sbatch.sh, then sbatch
 
-Command line (prints the job id and the run dir, then returns: nothing waits for the job):
+Command line (prints the job id and the run dir, then returns: nothing waits for the job;
+``python -m aligncultura.slurm`` is the same command):
 
     python -m aligncultura.cluster.slurm submit --job benchmark --nodes 4 --gpus-per-node 8 \\
         --partition gpu --time 08:00:00 -- model=llama3_70b judge=prometheus
+
+Each Ray node keeps its files in ``/tmp/ray_<job id>/<node>``: nodes sharing a ``/tmp`` (several
+slurmds on one host, as ``slurm/setup_local_slurm.sh --nodes 2`` runs them) do not collide.
 
 Hydra sweep syntax (``model=a,b``) submits one such job per combination into a sweep dir, each
 with its own run dir ``<sweep dir>/<i>_<overrides>``; ``<dir>/jobs.json`` lists the Slurm job ids
@@ -217,7 +221,7 @@ def submit_sweep(job: str, overrides: Sequence[str], sweep_dir: str | Path,
     return jobs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m aligncultura.cluster.slurm") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides: list[str] = []
     if "--" in argv:
@@ -225,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, overrides = argv[:cut], argv[cut + 1 :]
 
     parser = argparse.ArgumentParser(
-        prog="python -m aligncultura.cluster.slurm",
+        prog=prog,
         description="Submit `python -m jobs.<job> <overrides>` as a multi-node Ray job on Slurm.",
         epilog="Hydra overrides go after `--`.",
     )

@@ -38,14 +38,20 @@ log() { echo "[ray_job $(date +%H:%M:%S)] $*"; }
 mkdir -p "$RUN_DIR"
 log "job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST}, run dir ${RUN_DIR}"
 
-# ---- per-job Ray settings: two jobs on one node must not share a port or a temp dir
+# the head runs on the node running this script, so its readiness file below is local
+HEAD_NODE=${SLURMD_NODENAME:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}
+
+# ---- per-job Ray settings: two jobs on one node must not share a port or a temp dir, nor two
+# nodes of one job that share a /tmp (several slurmds on one host): one temp dir per node,
+# /tmp/ray_<job>/<node> (short: AF_UNIX socket paths are limited to 107 characters)
 N_NODES=${SLURM_JOB_NUM_NODES:-1}
 PORT_OFFSET=$(( SLURM_JOB_ID % 1000 ))
 RAY_PORT=$(( 6379 + PORT_OFFSET ))
-RAY_TMP=/tmp/ray_${SLURM_JOB_ID}  # short: AF_UNIX socket paths are limited to 107 characters
+RAY_TMP_JOB=/tmp/ray_${SLURM_JOB_ID}
+RAY_TMP=$RAY_TMP_JOB/${HEAD_NODE%%.*}  # the head's; each worker's is set on its node
 RAY_CPUS=${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}
 RAY_GPUS=8
-RAY_NODE_ARGS=(--block --temp-dir="$RAY_TMP" --num-cpus="$RAY_CPUS" --num-gpus="$RAY_GPUS"
+RAY_NODE_ARGS=(--block --num-cpus="$RAY_CPUS" --num-gpus="$RAY_GPUS"
   --dashboard-agent-listen-port=$(( 52365 + PORT_OFFSET )))
 # (Ray's default worker ports are 10002-19999: keep the client server port out of that range)
 RAY_HEAD_ARGS=(--head --port="$RAY_PORT" --dashboard-port=$(( 8265 + PORT_OFFSET ))
@@ -56,8 +62,6 @@ export RAY_USAGE_STATS_ENABLED=0
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
 export PYTHONUNBUFFERED=1
 
-# the head runs on the node running this script, so its readiness file below is local
-HEAD_NODE=${SLURMD_NODENAME:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}
 if (( N_NODES == 1 )); then
   # Single node: keep Ray on loopback (otherwise Ray rewrites 127.0.0.1 to the host address).
   # Never on multi-node jobs: with it, Ray refuses to start worker nodes.
@@ -124,7 +128,8 @@ log "starting Ray head on ${HEAD_NODE} (${RAY_ADDRESS}, temp dir ${RAY_TMP}, ${R
 READY_FILE=$RAY_TMP/ray_current_cluster
 rm -f "$READY_FILE"
 srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" --cpus-per-task="$RAY_CPUS" \
-  "${CONTAINER[@]}" "${RAY_ENV[@]}" ray start "${RAY_HEAD_ARGS[@]}" "${RAY_NODE_ARGS[@]}" &
+  "${CONTAINER[@]}" "${RAY_ENV[@]}" ray start "${RAY_HEAD_ARGS[@]}" "${RAY_NODE_ARGS[@]}" \
+  --temp-dir="$RAY_TMP" &
 STEP_PIDS+=($!)
 START=$SECONDS
 until [[ -s $READY_FILE ]]; do
@@ -137,10 +142,12 @@ until [[ -s $READY_FILE ]]; do
 done
 log "Ray head is up after $(( SECONDS - START ))s"
 
-# ---- Ray workers on the other nodes (one srun step for all of them)
+# ---- Ray workers on the other nodes (one srun step for all of them; each names its temp dir
+# after its own node)
 if (( N_NODES > 1 )); then
   srun --nodes=$(( N_NODES - 1 )) --ntasks=$(( N_NODES - 1 )) --ntasks-per-node=1 \
     --exclude="$HEAD_NODE" --cpus-per-task="$RAY_CPUS" \
+    bash -c 'tmp=$1/${SLURMD_NODENAME%%.*}; shift; exec "$@" --temp-dir="$tmp"' _ "$RAY_TMP_JOB" \
     "${CONTAINER[@]}" "${RAY_ENV[@]}" ray start --address="$RAY_ADDRESS" "${RAY_NODE_ARGS[@]}" &
   STEP_PIDS+=($!)
   "${CONTAINER[@]}" python - "$N_NODES" "$RAY_START_TIMEOUT" <<'PY' || exit 3
