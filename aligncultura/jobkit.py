@@ -30,7 +30,8 @@ def cli(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     @functools.wraps(run)
     def main(cfg: Any) -> Any:
-        from aligncultura import rundir, runlog
+        from aligncultura import rundir
+        from aligncultura.console import logs as runlog
 
         redact_hydra_files()
         rundir._CONSOLE.append(True)  # start_run sends the libraries' lines to logs/

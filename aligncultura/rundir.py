@@ -233,7 +233,7 @@ def start_run(cfg: Any, job: str, input_files: Iterable[str]) -> RunDir:
 
     rd = resolve_run_dir(cfg, job)
     if _CONSOLE:  # a job run from the command line (jobkit.cli): libraries' lines to logs/
-        from aligncultura import runlog
+        from aligncultura.console import logs as runlog
 
         runlog.route(rd.path, bool(cfg.get("verbose", False)))
     rd.write_config(OmegaConf.to_container(cfg, resolve=True))

@@ -75,6 +75,8 @@ def _generate(cfg, prompts, meta, model, judge, seeds, criteria, stats):
                         label=f"generate {model.name}" + (" + judge" if shared else ""),
                         progress=cfg.progress)
     stats.update(cached=done.cached, computed=done.computed)
+    if done.error:  # rows failed because no engine could serve them: the job exits non-zero
+        stats["fatal"] = done.error
     comps = done.completions
     is_gen = pc.equal(comps.column("task"), GENERATE)
     gen, side = comps.filter(is_gen), comps.filter(pc.invert(is_gen))
@@ -244,6 +246,8 @@ def run(cfg: Any) -> dict[str, Any]:
                                                   cfg.engine.replicas), **s_stats}
             for k in ("cached", "computed"):
                 judge_stats[k] += s_stats[k]
+            if s_stats.get("fatal"):
+                judge_stats.setdefault("fatal", s_stats["fatal"])
         rd.write_parquet("judgments.parquet", judgments)
         judgments2 = None
         if judge2:
@@ -308,6 +312,9 @@ def run(cfg: Any) -> dict[str, Any]:
     too_many = failed_share_error(metrics["generation_failed"], cfg.bench.max_failed_rate)
     if too_many:
         failures.append(too_many)
+    # no engine left to serve some rows: said first, with how to resume
+    failures[:0] = [f"{s['fatal']}; rerun the same command once the cluster can place a replica "
+                    "(finished rows are cached)" for s in (gen_stats, judge_stats) if s.get("fatal")]
     summary = {
         "job": "benchmark", "model": model.name, "judge": judge.name,
         "rows": {**prompts.counts, "states": states},

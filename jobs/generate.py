@@ -72,7 +72,13 @@ def run(cfg: Any) -> dict[str, Any]:
     if gens.num_rows != expected:
         rd.write_json("summary.json", summary)
         raise JobError(f"accounting: {gens.num_rows} generations written, {expected} expected")
+    if done.error:
+        summary["error"] = done.error
     rd.write_json("summary.json", summary)
+    if done.error:  # no engine could serve every row: what was done is written, exit 2
+        raise JobError(f"{done.error}; {failed} rows marked failed, the rest written to "
+                       f"{rd.path}; rerun the same command once the cluster can place a "
+                       "replica (finished rows are cached)")
     eff = summary["efficiency"]
     rate = f"{eff['output_tok_s']:.1f}" if eff["output_tok_s"] is not None else "n/a"
     print(f"generate: {gens.num_rows} generations ({failed} failed), "

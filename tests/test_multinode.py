@@ -180,3 +180,99 @@ def test_losing_a_node_mid_run_retries_its_rows_on_the_survivor(tmp_path):
     finally:
         local_ray.stop(root)
     assert local_ray.processes(root, state["client_port"]) == []
+
+
+@pytest.mark.slow
+def test_losing_the_only_node_that_can_hold_a_replica_fails_the_rest_in_one_line(tmp_path):
+    """A head that runs no work (0 CPU) and one worker holding the only replica: kill -9 the
+    worker mid-run. No replica can be placed any more, so the unfinished rows are marked failed
+    with that reason, everything is written, and the job exits 2 with one line; the rows
+    finished before stay in the row cache."""
+    import threading
+    import time
+
+    import pyarrow.parquet as pq
+    from conftest import run_job
+
+    root = Path("/tmp") / f"acn-{os.getpid()}"
+    state = local_ray.start(root, nodes=2, cpus=3, gpus=0, head_cpus=0)
+    cache = tmp_path / "cache"
+    killed = []
+
+    def kill_when_a_batch_is_persisted():
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and not list(cache.glob("*/part-*.parquet")):
+            time.sleep(0.2)
+        killed.append(local_ray.kill_node(root, 2))
+
+    try:
+        watcher = threading.Thread(target=kill_when_a_batch_is_persisted, daemon=True)
+        watcher.start()
+        proc = run_job("generate", "experiment=quickstart", "dataset.limit=8",
+                       "generation.max_tokens=24", "engine.batch_size=1", "engine.replicas=1",
+                       "wandb.mode=disabled", f"cache_dir={cache}", f"run_dir={tmp_path / 'run'}",
+                       env={"RAY_ADDRESS": state["address"]}, timeout=1500)
+        watcher.join(timeout=5)
+    finally:
+        local_ray.stop(root)
+    assert local_ray.processes(root, state["client_port"]) == []
+    assert killed and killed[0] > 0, "node 2 was never killed"
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "no engine replica can be placed any more" in errors[0]
+    assert "engine.num_cpus_per_replica=1 is more than any node has" in errors[0]
+    assert "Traceback" not in proc.stderr
+    gens = pq.read_table(tmp_path / "run" / "generations.parquet").to_pylist()
+    failed = [g for g in gens if g["status"] != "ok"]
+    assert len(gens) == 8 and 0 < len(failed) < 8, [g["status"] for g in gens]
+    assert all("no engine replica can be placed" in (g["error"] or "") for g in failed)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["generations"]["ok"] == 8 - len(failed) and "error" in summary
+    cached = sum(pq.read_table(p).num_rows for p in cache.glob("*/part-*.parquet"))
+    assert cached == 8 - len(failed)  # what finished is kept for the rerun
+
+
+@pytest.mark.slow
+def test_the_benchmark_and_the_builder_run_on_two_replicas_one_per_node(two_nodes, tmp_path):
+    """jobs.benchmark (generation and judging in one pass: model and judge are one preset) and
+    jobs.build_dataset with engine.replicas=2 on the two-node cluster: every engine pass uses
+    a replica on each node, and both jobs finish with every row accounted for."""
+    from conftest import run_job
+
+    env = {"RAY_ADDRESS": two_nodes["address"]}
+    bench = run_job("benchmark", "experiment=quickstart", "dataset.limit=4",
+                    "generation.max_tokens=16", "judge.max_tokens=160",
+                    "judge.max_unscored_rate=1.0", "engine.replicas=2", "engine.batch_size=2",
+                    # a fresh row cache: the judge pass reads the verdicts the shared
+                    # generate + judge pass already made
+                    "wandb.mode=disabled", f"cache_dir={tmp_path / 'rows'}",
+                    f"run_dir={tmp_path / 'bench'}", env=env, timeout=1500)
+    assert bench.returncode == 0, bench.stdout[-2000:] + bench.stderr[-3000:]
+    metrics = json.loads((tmp_path / "bench" / "metrics.json").read_text())
+    reps = metrics["efficiency"]["generation"]["by_replica"]
+    assert len({r["node"] for r in reps.values()}) == 2, reps
+    summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    assert summary["generations"]["written"] == 4 and summary["judgments"]["written"] > 0
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"s{i}", "question": q, "class_id": 11}) + "\n"
+                             for i, q in enumerate([
+                                 "How is injera traditionally eaten in Ethiopia?",
+                                 "What spices define a Moroccan tagine?",
+                                 "Why is kimchi made in late autumn in Korea?",
+                                 "What is the history of the Japanese tea ceremony?"])))
+    build = run_job("build_dataset", f"seeds.path={seeds}", "seeds.topic_field=null",
+                    "builder=cpu", "engine=cpu", "engine.replicas=2", "engine.batch_size=2",
+                    "classify.shortlist_size=2", "expand.subdomains=[11]",
+                    "expand.min_per_subdomain=4", "expand.max_rounds=1", "expand.max_tokens=32",
+                    "respond.k=1", "respond.max_tokens=24", "respond.critic_max_tokens=96",
+                    "respond.max_feedback_rounds=0", "wandb.mode=disabled",
+                    f"cache_dir={tmp_path / 'rows'}", f"run_dir={tmp_path / 'build'}", env=env,
+                    timeout=1800)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
+    stages = json.loads((tmp_path / "build" / "summary.json").read_text())["stages"]
+    engine_stages = {k: v for k, v in stages.items() if v.get("computed")}
+    assert engine_stages, stages
+    for name, st in engine_stages.items():
+        if st["computed"] >= 4:  # at least two blocks of engine.batch_size=2
+            assert len(st.get("rows_by_node", {})) == 2, (name, st)

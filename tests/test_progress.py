@@ -11,8 +11,8 @@ import time
 
 import pyarrow as pa
 
+from aligncultura.console.progress import Meter, duration
 from aligncultura.engine.progress import EngineTicks, Progress
-from aligncultura.progress import Meter, duration
 
 
 class Terminal(io.StringIO):

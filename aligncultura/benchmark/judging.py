@@ -107,6 +107,8 @@ def judge_responses(job_cfg: Any, gens: pa.Table, meta: dict[str, dict[str, Any]
     done = run_requests(reqs, judge_model, judge_cfg.model, job_cfg.engine, cache=cache,
                         label=f"judge {judge_model.name}", progress=job_cfg.progress)
     stats.update(cached=done.cached, computed=done.computed)
+    if done.error:  # rows failed because no engine could serve them: the job exits non-zero
+        stats["fatal"] = done.error
     judged = pa.concat_tables([  # an API's policy refusals are scored by rule, not judged
         judgment_rows(done.completions, model_name, judge_model.name, judge_cfg),
         refusal_judgments(gens, meta, model_name, judge_model.name, criteria)])

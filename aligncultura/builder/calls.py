@@ -29,6 +29,7 @@ class StageStats:
     def __init__(self) -> None:
         self.stages: dict[str, dict[str, float]] = {}
         self._starts_seen: set[tuple[str, float]] = set()
+        self._nodes: dict[str, dict[str, int]] = {}  # stage -> engine node -> rows computed
 
     def _entry(self, stage: str) -> dict[str, float]:
         return self.stages.setdefault(stage, {
@@ -56,6 +57,11 @@ class StageStats:
         e["output_tokens"] += sum(r.get("output_tokens") or 0 for r in ok)
         e["wall_s"] += wall
         e["engine_start_s"] += max((s for _, s in new), default=0.0)
+        nodes = self._nodes.setdefault(stage, {})
+        for r in live:
+            if r.get("replica"):
+                node = str(r["replica"]).rsplit("/", 1)[0]
+                nodes[node] = nodes.get(node, 0) + 1
 
     def record_cpu(self, stage: str, prompts: int, wall: float) -> None:
         """A stage without a model (dedup, split, leakage)."""
@@ -75,6 +81,8 @@ class StageStats:
             d["requests_s"] = e["computed"] / steady if e["computed"] else None
             d["output_tok_s"] = e["output_tokens"] / steady if e["computed"] else None
             d["input_tok_s"] = e["input_tokens"] / steady if e["computed"] else None
+            if self._nodes.get(stage):
+                d["rows_by_node"] = dict(sorted(self._nodes[stage].items()))
             out[stage] = d
         return out
 
@@ -104,6 +112,11 @@ class Role:
         done = run_requests(requests, self.model, self.model_cfg, self.engine_cfg,
                             label=f"{stage} ({self.model.name})", cache=self.cache,
                             progress=self.progress)
+        if done.error:  # no engine could serve every row: stop here, the rest is cached
+            from aligncultura.errors import JobError
+
+            raise JobError(f"{stage}: {done.error}; rerun the same command once the cluster "
+                           "can place a replica (finished rows are cached)")
         comps = done.completions
         self.stats.record_engine(stage, self.model.name,
                                  len(requests) if prompts is None else prompts, comps, done.wall_s)

@@ -45,8 +45,10 @@ def _ray_start(args: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"ray start {' '.join(args[:2])} failed: {tail[0][:300]}")
 
 
-def start(root: str | Path, nodes: int = 2, cpus: float = 1, gpus: float = 0) -> dict[str, Any]:
-    """Start `nodes` Ray nodes; returns {address, nodes: [{ip, temp_dir}], root}."""
+def start(root: str | Path, nodes: int = 2, cpus: float = 1, gpus: float = 0,
+          head_cpus: float | None = None) -> dict[str, Any]:
+    """Start `nodes` Ray nodes; returns {address, nodes: [{ip, temp_dir}], root}. `head_cpus`
+    (default `cpus`): 0 makes a head that runs no task or actor, as on many clusters."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -59,7 +61,8 @@ def start(root: str | Path, nodes: int = 2, cpus: float = 1, gpus: float = 0) ->
     try:
         for i in range(1, nodes + 1):
             ip, temp = f"127.0.0.{i}", root / f"n{i}"
-            common = ["--node-ip-address", ip, "--num-cpus", f"{cpus:g}", "--num-gpus",
+            n_cpus = head_cpus if i == 1 and head_cpus is not None else cpus
+            common = ["--node-ip-address", ip, "--num-cpus", f"{n_cpus:g}", "--num-gpus",
                       f"{gpus:g}", "--resources", json.dumps({f"node_{i}": 1}),
                       "--temp-dir", str(temp), "--disable-usage-stats"]
             if i == 1:
@@ -153,12 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--cpus", type=float, default=1)
     ap.add_argument("--gpus", type=float, default=0, help="fake GPUs per node")
+    ap.add_argument("--head-cpus", type=float, default=None,
+                    help="CPUs of node 1 (default --cpus; 0: a head that runs no work)")
     args = ap.parse_args(argv)
     if args.action == "stop":
         print(f"stopped {stop(args.dir)} process(es) of the cluster in {args.dir}")
         return 0
     try:
-        state = start(args.dir, args.nodes, args.cpus, args.gpus)
+        state = start(args.dir, args.nodes, args.cpus, args.gpus, args.head_cpus)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

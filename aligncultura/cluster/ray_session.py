@@ -35,7 +35,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     # SIGTERM would end the job without saying how to resume
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
-    from aligncultura import runlog
+    from aligncultura.console import logs as runlog
 
     # the workers' own lines reach this terminal only when the run is verbose; otherwise Ray
     # keeps them in its session logs and engine replicas write theirs to the run dir's logs/

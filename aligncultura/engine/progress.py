@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aligncultura.progress import Meter
+from aligncultura.console.progress import Meter
 
 
 class Progress:

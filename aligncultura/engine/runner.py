@@ -35,6 +35,8 @@ from aligncultura.engine.requests import (
 )
 
 _LOCAL_ENGINES: dict[str, Any] = {}
+ENGINE_START_TIMEOUT_S = 1800  # a replica loading an 8B checkpoint from a slow filesystem
+NODE_LOSS_WAIT_S = 45.0  # how long a retry waits for Ray to declare a lost node dead
 
 
 def _stage_kwargs(model: ResolvedModel, model_cfg: Any, engine_cfg: Any) -> dict[str, Any]:
@@ -99,7 +101,8 @@ def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
     it first (``cached=True``) and every computed batch is persisted as soon as it arrives; when
     nothing is left to compute no engine starts. `followup` (see `LLMStage.process`) lets the
     same engine serve a second round of requests built from each batch, in the same replica.
-    `stats` (a dict) receives ``cached``/``computed``/``failed`` request counts. `progress`
+    `stats` (a dict) receives ``cached``/``computed`` request counts, and ``fatal`` (the
+    reason) when rows were failed because no engine could serve them any more. `progress`
     receives the engines' requests as they finish (between the batches).
     """
     stats = stats if stats is not None else {}
@@ -125,7 +128,7 @@ def complete(requests: pa.Table, model: ResolvedModel, model_cfg: Any,
     stats["computed"] += requests.num_rows
     key_of = dict(zip(requests.column("request_id").to_pylist(),
                       requests.column("key").to_pylist(), strict=True))
-    for batch in _complete(requests, model, model_cfg, engine_cfg, followup, progress):
+    for batch in _complete(requests, model, model_cfg, engine_cfg, followup, progress, stats):
         if cache is not None:
             rows = batch.to_pylist()
             for r in rows:  # engines that do not echo keys (API) get them here
@@ -147,6 +150,10 @@ def engine_dataset(requests: pa.Table, stage: Any, kwargs: dict[str, Any], engin
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
+    # hand out rows once every replica has loaded its engine: otherwise the first replica up
+    # takes every block of a short pass while the others still load (seen with 2 replicas on
+    # 2 nodes and 4 rows: one node did all of them)
+    ctx.wait_for_min_actors_s = ENGINE_START_TIMEOUT_S
     gpus, cpus = float(engine_cfg.num_gpus_per_replica or 0), float(engine_cfg.num_cpus_per_replica)
     plan = plan_replicas(cluster_nodes(), int(engine_cfg.replicas), gpus, cpus,
                          kwargs.get("engine_kwargs"))
@@ -172,7 +179,7 @@ def engine_dataset(requests: pa.Table, stage: Any, kwargs: dict[str, Any], engin
 
 
 
-def _complete(requests, model, model_cfg, engine_cfg, followup, progress=None
+def _complete(requests, model, model_cfg, engine_cfg, followup, progress=None, stats=None
               ) -> Iterator[pa.Table]:
     if model.source == "api":
         from aligncultura.engine.api import complete_api
@@ -198,30 +205,49 @@ def _complete(requests, model, model_cfg, engine_cfg, followup, progress=None
         poller = HubPoller(hub_actor(), progress)
     try:
         yield from _complete_ray(requests, model, model_cfg, engine_cfg, followup,
-                                 poller.hub if poller is not None else None)
+                                 poller.hub if poller is not None else None, stats)
     finally:
         if poller is not None:
             poller.stop()
 
 
-def _complete_ray(requests, model, model_cfg, engine_cfg, followup, hub=None
+def _complete_ray(requests, model, model_cfg, engine_cfg, followup, hub=None, stats=None
                   ) -> Iterator[pa.Table]:
     """Batches from a Ray Data pass of LLMStage replicas. When a replica is lost for good (its
     node died, or it crashed past ``engine.max_restarts``), Ray Data stops the whole pass: the
     rows not finished then go through a new pass on the replicas the cluster can still place
     (``engine.max_restarts`` such passes at most); only what is left after that is failed,
-    with the error that stopped the last pass."""
-    from aligncultura import runlog
+    with the error that stopped the last pass. When the surviving cluster cannot place a
+    replica at all, the rows left are failed at once with the plan's reason. Either way
+    ``stats["fatal"]`` holds that reason: the job writes what it has, then exits non-zero."""
+    from aligncultura.console import logs as runlog
     from aligncultura.engine.vllm_stage import LLMStage
     from aligncultura.rundir import raise_if_interrupted
 
     log_dir = runlog.log_dir()
     kwargs = {**_stage_kwargs(model, model_cfg, engine_cfg), "followup": followup,
               "progress": hub, "log_dir": str(log_dir) if log_dir is not None else None}
+    from aligncultura.engine.placement import cluster_nodes
+    from aligncultura.errors import JobError
+
+    stats = stats if stats is not None else {}
     todo, retries, cfg = requests, 0, engine_cfg
+    reason = ""
     while True:
         seen: set[str] = set()
-        ds = engine_dataset(todo, LLMStage, kwargs, cfg)  # a plan that cannot run: JobError
+        try:
+            ds = engine_dataset(todo, LLMStage, kwargs, cfg)  # a plan that cannot run: JobError
+        except JobError as exc:
+            if not retries:
+                raise  # before any engine started: the plan line is the whole error
+            error = (f"no engine replica can be placed any more after {reason[:200]} "
+                     f"({retries} retr{'y' if retries == 1 else 'ies'}): {exc}")
+            stats["fatal"] = error
+            print(f"warning: {error}; the {todo.num_rows} rows not finished are marked failed",
+                  file=sys.stderr, flush=True)
+            yield failed_completions(todo, error)
+            return
+        nodes_before = {n.name for n in cluster_nodes()}
         try:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None,
                                          prefetch_batches=0):
@@ -242,14 +268,27 @@ def _complete_ray(requests, model, model_cfg, engine_cfg, followup, hub=None
                       f"{todo.num_rows} unfinished rows on the replicas the cluster can still "
                       f"place (retry {retries}/{engine_cfg.max_restarts})", file=sys.stderr,
                       flush=True)
+                _settle(nodes_before, cluster_nodes)
                 cfg = _with_replicas(engine_cfg, 0)  # as many as the surviving nodes hold
                 continue
             error = f"engine failed ({retries} retr{'y' if retries == 1 else 'ies'} of the " \
                     f"unfinished rows): {reason}"
+            stats["fatal"] = error
             print(f"warning: {error}; the {todo.num_rows} rows not finished are marked failed",
                   file=sys.stderr)
             yield failed_completions(todo, error)
             return
+
+
+def _settle(nodes_before: set[str], live: Any, timeout_s: float = NODE_LOSS_WAIT_S) -> None:
+    """Before a retry, give Ray the time to notice a lost node (its health checks take ~15-30
+    s): wait until a node of `nodes_before` is gone from `live()` or `timeout_s` passed, so the
+    retry is planned on the nodes that really are left."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if nodes_before - {n.name for n in live()}:
+            return
+        time.sleep(1.0)
 
 
 def _with_replicas(engine_cfg: Any, replicas: int) -> Any:
@@ -269,6 +308,7 @@ class Pass:
     wall_s: float
     cached: int  # requests served from the row cache
     computed: int  # requests sent to an engine
+    error: str | None = None  # rows were failed because no engine could serve them any more
 
 
 def run_requests(requests: list[dict[str, Any]] | pa.Table, model: ResolvedModel, model_cfg: Any,
@@ -300,4 +340,5 @@ def run_requests(requests: list[dict[str, Any]] | pa.Table, model: ResolvedModel
         bar.close()
     wall = time.perf_counter() - t0
     completions = pa.concat_tables(parts) if parts else COMPLETION_SCHEMA.empty_table()
-    return Pass(completions, wall, stats.get("cached", 0), stats.get("computed", 0))
+    return Pass(completions, wall, stats.get("cached", 0), stats.get("computed", 0),
+                stats.get("fatal"))

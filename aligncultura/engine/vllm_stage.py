@@ -74,7 +74,7 @@ class LLMStage:
                  env: dict[str, str] | None = None, cpu: bool = True, followup: Any = None,
                  opens_think: bool = False, progress: Any = None, log_dir: str | None = None):
         t0 = time.perf_counter()
-        from aligncultura import runlog
+        from aligncultura.console import logs as runlog
 
         runlog.engine_log(log_dir)  # a Ray replica: vLLM's and torch's lines to the run dir
         # finished requests reported as they finish: to the driver's progress hub (`progress`,
