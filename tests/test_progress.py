@@ -144,3 +144,12 @@ def test_an_engine_pass_shows_persisted_cached_and_live_rows():
     p.live(99, 10)  # a retried pass over-reports: capped at the total
     assert p.meter.done == 10
     p.close()
+
+
+def test_with_a_followup_a_row_counts_once_its_judging_is_done_too():
+    p = Progress("generate + judge", 4, enabled=False, followup=True)
+    p.live(4, 200, side=3)  # all generated, 3 of the judge requests finished
+    assert p.meter.done == 0 and "4 generated, 3 followup requests done" in p.meter.line()
+    p.update(4, batch=batch(4, False, 10))
+    assert p.meter.done == 4 and "generated" not in p.meter.line()
+    p.close()

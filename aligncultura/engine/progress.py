@@ -22,10 +22,14 @@ class Progress:
     """An engine pass's live progress (a `Meter`): rows persisted as their batches arrive, and
     between batches the requests the engines report finished (`live`, from `LLMStage`'s ticks),
     so a batch of 64 rows moves the bar 64 times, not once. Rows served from the row cache are
-    shown apart and left out of the rate and the ETA."""
+    shown apart and left out of the rate and the ETA. With a followup (judging in the same
+    pass), a row counts once its batch is persisted, the followup done; until then the line
+    says how many were generated and how many followup requests finished."""
 
-    def __init__(self, label: str, total: int, enabled: bool = True):
+    def __init__(self, label: str, total: int, enabled: bool = True, followup: bool = False):
         self.meter = Meter(label, total, unit="rows", rate_unit="out tok/s", enabled=enabled)
+        self.followup = followup
+        self.live_side = 0
         self.persisted = 0
         self.cached = 0
         self.tokens = 0
@@ -44,15 +48,23 @@ class Progress:
         self.tokens += tokens
         self._push()
 
-    def live(self, rows: int, tokens: int) -> None:
-        """What the engines of this pass report so far (totals): main requests finished and
-        output tokens produced (followup requests' tokens included)."""
-        self.live_rows, self.live_tokens = rows, tokens
+    def live(self, rows: int, tokens: int, side: int = 0) -> None:
+        """What the engines of this pass report so far (totals): main requests finished,
+        output tokens produced (followup requests' tokens included), followup requests
+        finished."""
+        self.live_rows, self.live_tokens, self.live_side = rows, tokens, side
         self._push()
 
     def _push(self) -> None:
-        done = self.cached + max(self.persisted - self.cached, self.live_rows)
-        self.meter.set(done=done, amount=max(self.tokens, self.live_tokens), skipped=self.cached)
+        computed = self.persisted - self.cached
+        note = None
+        if self.followup:
+            note = f"{self.live_rows} generated, {self.live_side} followup requests done" \
+                if self.live_rows > computed else ""
+        else:
+            computed = max(computed, self.live_rows)
+        self.meter.set(done=self.cached + computed, amount=max(self.tokens, self.live_tokens),
+                       skipped=self.cached, note=note)
 
     def close(self) -> None:
         self.meter.close()
@@ -60,7 +72,7 @@ class Progress:
     def tick(self, main: int, side: int, tokens: int) -> None:
         """Increments from an engine in this process (executor=local): `main` requests of this
         pass finished, `side` followup requests, `tokens` output tokens."""
-        self.live(self.live_rows + main, self.live_tokens + tokens)
+        self.live(self.live_rows + main, self.live_tokens + tokens, self.live_side + side)
 
 
 class EngineBar:
@@ -212,10 +224,10 @@ class HubPoller:
 
         while not self._stop.wait(self.every_s):
             try:
-                main, _, tokens = ray.get(self.hub.get.remote(), timeout=5)
+                main, side, tokens = ray.get(self.hub.get.remote(), timeout=5)
             except Exception:  # noqa: BLE001 - a slow or lost hub only delays the bar
                 continue
-            self.progress.live(main, tokens)
+            self.progress.live(main, tokens, side)
 
     def stop(self) -> None:
         import ray

@@ -324,7 +324,7 @@ def run_requests(requests: list[dict[str, Any]] | pa.Table, model: ResolvedModel
         requests = request_table(requests, cache.salt if cache is not None else None)
     stats: dict[str, int] = {}
     own = set(requests.column("request_id").to_pylist())
-    bar = Progress(label, len(own), enabled=progress)
+    bar = Progress(label, len(own), enabled=progress, followup=followup is not None)
     parts = []
     t0 = time.perf_counter()
     try:
