@@ -1,6 +1,6 @@
 """Dedup at Arrow speed: jobs.dedup vs datasketch and datatrove on one generated corpus.
 
-    python bench/bench_dedup.py [--memory] [--workdir /tmp/bench_dedup]
+    python bench/bench_dedup.py [--memory] [--skip-datatrove] [--workdir /tmp/bench_dedup]
 
 Parts, all in one run, on the same documents:
   corpus    seeded JSON-lines corpus (>= 75 MB): 100,000 base documents of ~90 random words
@@ -11,9 +11,11 @@ Parts, all in one run, on the same documents:
             included): wall time, peak RSS, found pairs, recall of the planted pairs
   baseline  datasketch's MinHash update loop over the same documents (signatures only)
   datatrove datatrove's MinHash dedup pipeline (4 stages, LocalPipelineExecutor, 2 workers)
-            with our shingles / bands / rows / seed, as a whole process
+            with our shingles / bands / rows / seed, as a whole process (needs
+            `pip install datatrove==0.10.1 spacy`; --skip-datatrove leaves it out)
   leakage   `python -m jobs.leakage` with the corpus as the reference side
-  memory    (--memory) peak RSS of jobs.dedup and jobs.leakage on a 10x corpus vs the 1x one
+  memory    (--memory) peak RSS of jobs.dedup and jobs.leakage on a 10x corpus vs the 1x one,
+            next to the peak RSS of a Python that only imports jobs.dedup (the floor)
 
 Every measured process is started by a small, fresh Python (see `SPAWN`), so its peak RSS is
 its own. Results go to stdout and to bench/DEDUP_RESULTS.md (--out).
@@ -591,7 +593,12 @@ def bench_memory(workdir: Path, man: dict[str, Any], ours: dict[str, Any],
     except ImportError:
         limit = None
     big = workdir / "corpus_10x.jsonl"
-    rows, notes = [], []
+    # the floor: the interpreter with jobs.dedup's imports and the LSH parameters (datasketch)
+    floor = measure([sys.executable, "-c", "import jobs.dedup; from aligncultura.leakage.lsh "
+                     "import lsh_params; lsh_params(0.4, 128)"], workdir, "imports_only")
+    rows, notes = [], [f"A Python that only imports jobs.dedup (and computes the LSH "
+                       f"parameters, which imports datasketch and scipy) peaks at "
+                       f"{floor['maxrss_mb']:,.0f} MB."]
     for name, one, run in (("jobs.dedup", ours, run_dedup), ("jobs.leakage", leak, run_leakage)):
         ten = run(big, workdir, name.split(".")[1] + "_10x", rss_limit_mb=limit)
         if ten.get("killed"):
@@ -654,6 +661,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="default bench/DEDUP_RESULTS.md (none if --quick)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 5,000 base documents, 50 planted copies, 30 eval rows")
+    ap.add_argument("--skip-datatrove", action="store_true",
+                    help="leave out the datatrove pipeline (no datatrove / spaCy needed)")
     ap.add_argument("--datatrove-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.datatrove_child:
@@ -674,7 +683,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
     cmd = "python bench/bench_dedup.py" + (" --memory" if args.memory else "") + \
-        (" --quick" if args.quick else "") + \
+        (" --quick" if args.quick else "") + (" --skip-datatrove" if args.skip_datatrove else "") + \
         (f" --workdir {args.workdir}" if args.workdir != ap.get_default("workdir") else "")
     parts = [
         "## Dedup at Arrow speed (jobs.dedup vs datasketch vs datatrove)", "",
@@ -701,8 +710,9 @@ def main() -> None:
     texts = [json.loads(x)["question"] for x in corpus.read_text().splitlines()]
     ds = bench_datasketch(texts, mh.num_perm, mh.seed)
     del texts
-    dt = run_datatrove(workdir, bands, rows, mh.shingles.n, mh.seed)
-    q_dt = score_clusters(dt["labels"], truth)
+    dt = None if args.skip_datatrove else run_datatrove(workdir, bands, rows, mh.shingles.n,
+                                                          mh.seed)
+    q_dt = None if dt is None else score_clusters(dt["labels"], truth)
 
     def row(name: str, m: dict[str, Any], q: dict[str, Any] | None) -> list[Any]:
         tree = m.get("tree_peak_mb")
@@ -711,49 +721,56 @@ def main() -> None:
         return [name, m["wall_s"], m["cpu_s"], m.get("maxrss_mb", "-"),
                 "-" if tree is None else tree, *qual, f"{m['load']:.1f}"]
 
-    st = dt["stages"]
     ds_note = (f"seeded 20% sample ({ds['docs']:,} docs, {ds['measured_s']:.0f} s) scaled "
                "linearly" if ds["scaled"] else f"all {ds['docs']:,} docs")
     reps = f"best of {len(ours['walls'])}: " + ", ".join(f"{w:.1f}" for w in ours["walls"]) + " s"
-    shim = (" datatrove hashes str shingles with xxhash, which xxhash >= 4 refuses (its "
-            "`processing` extra pins xxhash < 4; 4.x is installed here for wandb), so the "
-            "child encodes them to UTF-8 first, as xxhash 3 did.") \
-        if st.get("xxhash_str_shim") else ""
+    table_rows = [row(f"jobs.dedup (minhash, executor=local, 1 process; {reps})", ours, q_ours),
+             row(f"datasketch MinHash update loop (signatures only; {ds_note})", ds, None)]
+    ratio = (f"**datasketch loop / jobs.dedup process: {ds['wall_s'] / ours['wall_s']:.1f}x "
+             f"wall, {ds['cpu_s'] / ours['cpu_s']:.1f}x CPU** (target >= 10x).")
+    dt_text = "datatrove: left out (--skip-datatrove)."
+    if dt is not None:
+        st = dt["stages"]
+        table_rows.append(row("datatrove MinHash, 4 stages, 2 workers", dt, q_dt))
+        ratio += (f" **datatrove / jobs.dedup: {dt['wall_s'] / ours['wall_s']:.1f}x wall, "
+                  f"{dt['cpu_s'] / ours['cpu_s']:.1f}x CPU**.")
+        shim = (" datatrove hashes str shingles with xxhash, which xxhash >= 4 refuses (its "
+                "`processing` extra pins xxhash < 4; 4.x is installed here for wandb), so the "
+                "child encodes them to UTF-8 first, as xxhash 3 did.") \
+            if st.get("xxhash_str_shim") else ""
+        dt_text = (
+            f"datatrove: `MinhashConfig(n_grams={mh.shingles.n}, num_buckets={bands}, "
+            f"hashes_per_bucket={rows}, seed={mh.seed}, hash_config=HashConfig(precision=32))` "
+            "(our bands x rows and 32-bit signature values; xxhash, its default hash), "
+            "`language=Languages.english` (its default spaCy word tokenizer after its own text "
+            "normalisation), JsonlReader(text_key='question', id_key='id') over the corpus cut "
+            "into 2 shards (it splits work by files), LocalPipelineExecutor with 2 tasks / 2 "
+            "workers (stage 2: one task per bucket, stage 3: 1 task), `save_cluster_id=True`; "
+            "clusters read from its `.clusters` files. datatrove does not verify candidates "
+            f"(any shared bucket links two documents).{shim} Stage wall s: signatures "
+            f"{st['signatures']:.1f}, buckets {st['buckets']:.1f}, clusters "
+            f"{st['clusters']:.1f}, filter (reads the corpus again, writes gzipped JSONL) "
+            f"{st['filter']:.1f}; stages 1-3 (clusters known) "
+            f"{st['signatures'] + st['buckets'] + st['clusters']:.1f} s.")
     body = "\n".join([
         table(["", "wall s (whole process)", "CPU s", "peak RSS MB (largest process)",
                "peak RSS MB (process tree, sampled)", "found pairs", "planted pairs recovered",
-               "false clusters", "load avg at start"], [
-            row(f"jobs.dedup (minhash, executor=local, 1 process; {reps})", ours, q_ours),
-            row(f"datasketch MinHash update loop (signatures only; {ds_note})", ds, None),
-            row("datatrove MinHash, 4 stages, 2 workers", dt, q_dt),
-        ]), "",
-        f"**datasketch loop / jobs.dedup process: {ds['wall_s'] / ours['wall_s']:.1f}x wall, "
-        f"{ds['cpu_s'] / ours['cpu_s']:.1f}x CPU** (target >= 10x). **datatrove / jobs.dedup: "
-        f"{dt['wall_s'] / ours['wall_s']:.1f}x wall, {dt['cpu_s'] / ours['cpu_s']:.1f}x CPU**. "
-        "The machine is shared: wall times move with the load of other jobs, CPU seconds "
-        "much less.", "",
+               "false clusters", "load avg at start"], table_rows), "",
+        ratio + " The machine is shared: wall times move with the load of other jobs, CPU "
+        "seconds much less.", "",
         f"jobs.dedup: `python -m jobs.dedup input.path={corpus} input.class_field=null "
         "run_dir=<dir> dedup.method=minhash` (defaults: word 2-grams, 128 permutations, seed 1, "
         f"Jaccard >= {mh.threshold}, LSH {bands} bands x {rows} rows from "
-        "aligncultura/leakage/lsh.py `lsh_params`, every candidate verified by exact Jaccard). "
-        f"In-job compute of the fastest run (summary.json wall_s): "
+        "aligncultura/leakage/lsh.py `lsh_params`, every candidate verified by exact Jaccard; "
+        "streamed: the input read in pieces, fixed-size fingerprints per block spilled to "
+        "TMPDIR, aligncultura/leakage/dedup_stream.py). In-job time of the fastest run "
+        "(summary.json wall_s: reading, fingerprints, clusters and writing): "
         f"{ours['summary']['wall_s']:.1f} s; near groups {ours['summary']['near']['groups']}.",
         "",
         f"datasketch: per document `MinHash(num_perm={mh.num_perm}, seed={mh.seed})` and "
         "`update(bigram.encode())` for each whitespace word 2-gram of the lowercased text; no "
         "reading, no LSH, no clustering; in the benchmark process (CPU = process time).", "",
-        f"datatrove: `MinhashConfig(n_grams={mh.shingles.n}, num_buckets={bands}, "
-        f"hashes_per_bucket={rows}, seed={mh.seed}, hash_config=HashConfig(precision=32))` "
-        "(our bands x rows and 32-bit signature values; xxhash, its default hash), "
-        "`language=Languages.english` (its default spaCy word tokenizer after its own text "
-        "normalisation), JsonlReader(text_key='question', id_key='id') over the corpus cut "
-        "into 2 shards (it splits work by files), LocalPipelineExecutor with 2 tasks / 2 "
-        "workers (stage 2: one task per bucket, stage 3: 1 task), `save_cluster_id=True`; "
-        "clusters read from its `.clusters` files. datatrove does not verify candidates (any "
-        f"shared bucket links two documents).{shim} Stage wall s: signatures "
-        f"{st['signatures']:.1f}, buckets {st['buckets']:.1f}, clusters {st['clusters']:.1f}, "
-        f"filter (reads the corpus again, writes gzipped JSONL) {st['filter']:.1f}; stages 1-3 "
-        f"(clusters known) {st['signatures'] + st['buckets'] + st['clusters']:.1f} s.", "",
+        dt_text, "",
         "Wall and peak RSS are of the whole process started by a small fresh Python (start-up, "
         "reading, writing included); largest process = the larger of the spawner's "
         "RUSAGE_CHILDREN ru_maxrss and the largest RSS sampled every 0.1 s with psutil "

@@ -1,37 +1,85 @@
 """Within-set dedup: `python -m jobs.dedup input.path=... run_dir=PATH`.
 
-`executor=ray` computes the fingerprints on Ray Data (blocks of `batch_size` rows, at most
-`num_workers` at once); candidate pairs, exact verification and union-find stay on the driver,
-so the clusters are identical to the in-process run.
-
 Reads one input through the data contract (quarantine, split, limit), groups exact duplicates
 (identical normalised text) and near-duplicates (`dedup.method`: MinHash LSH verified by exact
 Jaccard, or SimHash verified by Hamming distance; union-find; the earliest row represents its
 cluster) and writes clusters.parquet (one row per usable row: its own id unchanged, near-dup
 cluster id, representative, similarity to it, and the exact-duplicate group), summary.json
 (group counts, duplicates dropped, row accounting), quarantine.parquet when rows were set aside.
+
+It streams (aligncultura/leakage/dedup_stream.py): the input is read piece by piece and each
+block of rows is reduced to fixed-size fingerprints (in this process, blocks of at most
+LOCAL_BLOCK_ROWS, or one Ray task per block of `batch_size` rows with `executor=ray`, spread
+over the nodes), spilled to a temporary directory (TMPDIR: the texts as read plus ~8 x bands
++ 60 bytes a row); candidates, the exact verification (the texts of the rows of candidate
+pairs read back and shingled) and union-find run here. Memory grows by a few dozen bytes per
+row, not with the text; the clusters are the same either way. CSV files are still read
+whole by the data contract (aligncultura/data/sources.py); JSON lines and Parquet stream.
 """
 
 from __future__ import annotations
 
+import os
+
+# Before pyarrow loads: Arrow allocates with malloc here, not its default mimalloc pool, which
+# keeps pages freed by its reader threads, so RSS crept up over a long stream of pieces while
+# the live data stayed flat (on bench/bench_dedup.py's corpora, 10x / 1x peak 1.14 with
+# mimalloc, 1.02-1.07 with malloc, same CPU time). `release_memory` (dedup_stream.py) then
+# returns what each piece freed. An ARROW_DEFAULT_MEMORY_POOL set by the user wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 
+from aligncultura.config import command_line_keys
 from aligncultura.data.reader import quarantine_table
 from aligncultura.errors import JobError
 from aligncultura.jobkit import cli, launch, precheck
-from aligncultura.leakage import exact_clusters, near_duplicate_clusters
-from aligncultura.leakage.clusters import duplicate_groups
-from aligncultura.leakage.config import core_config, read_side
-from aligncultura.leakage.ray import ray_fingerprints
-from aligncultura.leakage.textbatch import TextBatch
+from aligncultura.leakage.config import core_config
+from aligncultura.leakage.dedup_output import group_counts, write_clusters
+from aligncultura.leakage.dedup_stream import (
+    LOCAL_BLOCK_ROWS,
+    LocalFingerprints,
+    Pass1,
+    Spill,
+    exact_roots,
+    minhash_roots,
+    release_memory,
+    simhash_roots,
+    text_sets,
+)
+from aligncultura.leakage.stream_input import select_rows, split_codes, stream_prompts
 from aligncultura.rundir import start_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _clusters(dcfg: Any, sp: Spill, sel: np.ndarray, every: bool):
+    """(status, near roots, similarity, exact roots, candidate pairs) of the selected rows
+    (`sel`, positions among the usable rows; `every`: they are all of them)."""
+    some = None if every else sel
+    status = sp.load("status", some)
+    exact = exact_roots(status, sp.load("exact_hi", some),
+                        lambda rows: sp.take("exact_lo", sel[rows]))
+    if dcfg.method == "simhash":
+        near, sim = simhash_roots(status, sp.load("simhash", some), dcfg)
+        return status, near, sim, exact, None
+    valid = (status == 0) & sp.load("nonempty", some)
+
+    def band(b: int, rows: np.ndarray) -> np.ndarray:
+        return sp.load(f"band{b}", sel[rows])
+
+    def sets_of(rows: np.ndarray):
+        return text_sets(sp, sel[rows], dcfg)
+
+    near, sim, pairs = minhash_roots(valid, sp.load("set_key", some), band, sets_of, dcfg)
+    return status, near, sim, exact, pairs
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -42,59 +90,66 @@ def run(cfg: Any) -> dict[str, Any]:
         raise JobError(f"executor={cfg.executor!r}: use local or ray")
     if int(cfg.batch_size) < 1:
         raise JobError(f"batch_size={cfg.batch_size}: must be >= 1")
-    prompts = read_side(cfg.input, "input")
-    t = prompts.table
-    print(f"plan: {t.num_rows} rows (read {prompts.read}, quarantined {len(prompts.quarantine)}), "
-          f"exact + near-duplicates by {dcfg.method} ({cfg.executor})", flush=True)
-    rd = start_run(cfg, "dedup", prompts.files)
+    explicit = command_line_keys()
     t0 = time.perf_counter()
-    batch = TextBatch(t["question"], dcfg.normalize)  # normalised once, for both passes
-    exact = exact_clusters(t["question"], t["row_id"], dcfg.normalize, batch=batch)
-    fps = ray_fingerprints(t["question"], dcfg, cfg.num_workers, int(cfg.batch_size)) \
-        if cfg.executor == "ray" else None
-    near = near_duplicate_clusters(t["question"], t["row_id"], dcfg, fingerprints=fps,
-                                   batch=batch)
-    del batch
+    nodes = None
+    if cfg.executor == "ray":
+        from aligncultura.leakage.ray import RayFingerprints, TaskNodes
+
+        nodes = TaskNodes()
+        fps: Any = RayFingerprints(dcfg, cfg.num_workers, nodes)
+    else:
+        fps = LocalFingerprints(dcfg)
+    with tempfile.TemporaryDirectory(prefix="aligncultura-dedup-") as tmp:
+        sp = Spill(Path(tmp))
+        try:
+            block = int(cfg.batch_size) if cfg.executor == "ray" else \
+                min(int(cfg.batch_size), LOCAL_BLOCK_ROWS)
+            sink = Pass1(sp, fps, block)
+            got = stream_prompts(cfg.input, "input", explicit, sink, Path(tmp))
+            sink.finish()
+            inp = cfg.input
+            splits = split_codes(sp.load("content_hash"), sp.load("class_id"),
+                                 sp.load("class_null"), inp.split_fractions, inp.split_seed,
+                                 "input")
+            sel = select_rows(splits, lambda rows: sp.load_arrow("row_id", rows).to_pylist(),
+                              inp.split, inp.limit, inp.split_seed, "input")
+            counts = {"read": got.read, "used": got.used, "quarantined": len(got.quarantine),
+                      "selected": len(sel), "not_selected": got.used - len(sel)}
+            print(f"plan: {len(sel)} rows (read {got.read}, quarantined {len(got.quarantine)}), "
+                  f"exact + near-duplicates by {dcfg.method} ({cfg.executor})", flush=True)
+            release_memory()
+            status, near, sim, exact, _ = _clusters(dcfg, sp, sel, len(sel) == got.used)
+            rd = start_run(cfg, "dedup", got.files)
+            some = None if len(sel) == got.used else sel
+            write_clusters(rd / "clusters.parquet", sp.load_arrow("row_id", some), status, near,
+                           sim, exact, sp.load_arrow("subdomain", some), splits[sel])
+        finally:
+            sp.close()
+    if got.quarantine:
+        rd.write_parquet("quarantine.parquet", quarantine_table(got.quarantine))
     wall = time.perf_counter() - t0
-    out = near.rename_columns(["row_id", *near.column_names[1:]])
-    out = out.append_column("exact_cluster_id", exact["cluster_id"])
-    out = out.append_column("exact_representative", exact["representative"])
-    for name in ("subdomain", "split"):
-        out = out.append_column(name, t[name])
-    rd.write_parquet("clusters.parquet", out)
-    if prompts.quarantine:
-        rd.write_parquet("quarantine.parquet", quarantine_table(prompts.quarantine))
-    rep = out["is_representative"].to_pylist()
-    size = out["cluster_size"].to_pylist()
-    status = out["status"].to_pylist()
-    kept = sum(1 for r in rep if r)
-    in_groups = sum(1 for s in size if s and s > 1)
-    exact_rep = exact["is_representative"].to_pylist()
+    groups = group_counts(status, near, exact, dcfg.method)
     summary = {
         "job": "dedup",
-        "rows": prompts.counts,
-        "exact": {"groups": duplicate_groups(exact),
-                  "rows_in_groups": sum(1 for s in exact["cluster_size"].to_pylist() if s and s > 1),
-                  "duplicates_dropped": sum(1 for s, r in zip(status, exact_rep, strict=True)
-                                            if s == "ok" and not r)},
-        "near": {"method": dcfg.method, "groups": duplicate_groups(near), "rows_in_groups": in_groups,
-                 "duplicates_dropped": sum(1 for s, r in zip(status, rep, strict=True)
-                                           if s == "ok" and not r),
-                 "kept": kept},
-        "unclustered": {s: status.count(s) for s in set(status) if s != "ok"},
+        "rows": counts,
+        **groups,
         "settings": {"executor": cfg.executor, "method": dcfg.method},
         "wall_s": wall,
     }
-    c = prompts.counts
-    if c["read"] != c["used"] + c["quarantined"] or out.num_rows != c["selected"]:
+    if nodes is not None:  # Ray tasks (one per block of batch_size rows) per node
+        summary["ray"] = nodes.report()
+        print(nodes.line(), flush=True)
+    if counts["read"] != counts["used"] + counts["quarantined"] or len(status) != len(sel):
         rd.write_json("summary.json", summary)
-        raise JobError(f"accounting: {c} but {out.num_rows} rows written")
+        raise JobError(f"accounting: {counts} but {len(status)} rows written")
     rd.write_json("summary.json", summary)
+    near_s = summary["near"]
     print(f"dedup: {summary['exact']['groups']} exact-duplicate groups, "
-          f"{summary['near']['groups']} near-duplicate groups ({dcfg.method}); "
-          f"{summary['near']['duplicates_dropped']} duplicates dropped, {kept} kept of "
-          f"{t.num_rows} in {wall:.1f}s -> {rd.path}", flush=True)
-    return {"run_dir": str(rd.path), "summary": summary, "table": out}
+          f"{near_s['groups']} near-duplicate groups ({dcfg.method}); "
+          f"{near_s['duplicates_dropped']} duplicates dropped, {near_s['kept']} kept of "
+          f"{len(sel)} in {wall:.1f}s -> {rd.path}", flush=True)
+    return {"run_dir": str(rd.path), "summary": summary}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="dedup")

@@ -21,6 +21,7 @@ from aligncultura.errors import JobError
 from aligncultura.jobkit import cli, launch, precheck
 from aligncultura.leakage import build_index
 from aligncultura.leakage.config import core_config, read_side
+from aligncultura.leakage.ray import TaskNodes
 from aligncultura.leakage.references import reference_files, scan_references
 from aligncultura.leakage.summary import leakage_summary
 from aligncultura.rundir import start_run
@@ -43,8 +44,9 @@ def run(cfg: Any) -> dict[str, Any]:
     rd = start_run(cfg, "leakage", prompts.files)
     t0 = time.perf_counter()
     index = build_index(t["question"], t["row_id"], lcfg)
+    nodes = TaskNodes() if cfg.executor == "ray" else None
     result, ref_counts = scan_references(index, cfg.reference, cfg.executor, cfg.num_workers,
-                                         lcfg.batch_size, lcfg.piece_bytes)
+                                         lcfg.batch_size, lcfg.piece_bytes, nodes)
     wall = time.perf_counter() - t0
     ref_quarantine = ref_counts.pop("quarantine")
     out = result.rename_columns(["row_id", *result.column_names[1:]])
@@ -61,6 +63,9 @@ def run(cfg: Any) -> dict[str, Any]:
                      "flag_methods": list(lcfg.flag_methods)},
         "wall_s": wall,
     }
+    if nodes is not None:  # Ray tasks (one per Parquet/JSONL piece) per node, seen by the tasks
+        summary["ray"] = nodes.report()
+        print(nodes.line(), flush=True)
     ev = prompts.counts
     if ev["read"] != ev["used"] + ev["quarantined"] or out.num_rows != ev["selected"]:
         rd.write_json("summary.json", summary)

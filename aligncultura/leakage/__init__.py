@@ -15,11 +15,15 @@ Pure, vectorised functions over Arrow batches / numpy arrays (no Ray import at m
 - pieces.py         reference files cut into ~16 MB pieces (the unit of work), read batch by batch
 - scan.py           eval index, `scan_batch`, best-match reduction, in-process runner, summary
 - ray.py            every Ray entry point: `scan_ray`, `map_pieces_ray`, `scan_block`,
-                    `ray_fingerprints` (Ray is imported inside the functions only)
+                    `RayFingerprints`, `TaskNodes` (Ray is imported inside the functions only)
 
 Glue for jobs.leakage / jobs.dedup / jobs.benchmark (not re-exported here):
 
 - config.py         the jobs' Hydra configs (registered on import) and input helpers
+- stream_input.py   the data contract read piece by piece, with its split and selection
+- dedup_stream.py   jobs.dedup streamed: fixed-size fingerprints per block spilled to disk,
+                    candidates band by band, only the rows of candidate pairs shingled again
+- dedup_output.py   jobs.dedup's clusters.parquet (in row groups) and group counts
 - references.py     reference corpora: files, pieces, CSV, scanned past the eval index
 - summary.py        flagged rates with Wilson CIs, benchmark metrics without leaked rows
 """

@@ -46,12 +46,12 @@ class LeakageJobConfig:
 class DedupJobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
-    # local: everything in this process | ray: fingerprints (SimHash, or MinHash signatures
-    # and set keys) computed by Ray Data map_batches; candidates, exact verification and
-    # union-find on the driver (identical result)
+    # local: everything in this process | ray: fingerprints (SimHash, or MinHash band keys
+    # and set keys) computed by Ray tasks spread over the nodes, one per block of batch_size
+    # rows; candidates, exact verification and union-find on the driver (identical result)
     executor: str = "local"
-    num_workers: int | None = None  # Ray: concurrent fingerprint tasks (null = all CPUs)
-    batch_size: int = 4096  # Ray: rows per fingerprint task
+    num_workers: int | None = None  # Ray: fingerprint tasks in flight (null = 2 x all CPUs)
+    batch_size: int = 4096  # Ray: rows per fingerprint task (local blocks: at most 1024 rows)
     run_dir: str | None = None
 
 

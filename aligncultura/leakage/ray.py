@@ -5,8 +5,9 @@
   `scan_block` is a map_batches function for custom pipelines;
 - `init_and_map_pieces`: `map_pieces_ray` after joining Ray with `init_ray`
   (cluster/ray_session.py), for jobs.leakage's references (references.py);
-- `ray_fingerprints`: jobs.dedup's fingerprints on Ray Data;
-- `cpu_limit`: caps the CPUs a Ray Data dataset may use.
+- `RayFingerprints`: jobs.dedup's block fingerprints as Ray tasks, in order, while it reads;
+- `cpu_limit`: caps the CPUs a Ray Data dataset may use;
+- `TaskNodes`: per-node counts of the tasks that ran, from the node every task reports.
 
 The eval index is broadcast once (`ray.put`) and fetched once per worker process
 (`_worker_index`).
@@ -15,7 +16,8 @@ The eval index is broadcast once (`ray.put`) and fetched once per worker process
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,6 +54,9 @@ def cpu_limit(num_workers: int | None):
 
     Unlike a TaskPoolStrategy size this bounds every operator of the dataset. Datasets copy
     the context when created, so create the dataset inside the block, and consume it there.
+    Ray Data places tasks whose input is small with the SPREAD strategy (its default; the
+    knobs to change it are deprecated in Ray 2.60): `map_pieces_ray`'s tasks take one piece
+    description each, so they run on every node.
     """
     import ray
 
@@ -63,6 +68,41 @@ def cpu_limit(num_workers: int | None):
         yield
     finally:
         options.resource_limits = saved
+
+
+def task_where() -> tuple[str, str]:
+    """(node IP, task id) of the Ray task that calls it, returned with the task's result."""
+    import ray
+
+    return ray.util.get_node_ip_address(), ray.get_runtime_context().get_task_id() or ""
+
+
+class TaskNodes:
+    """Which node ran each Ray task of a job, from the (node, task id) every task returns
+    next to its result (`task_where`): no polling of Ray's state API."""
+
+    def __init__(self) -> None:
+        self.node_of: dict[str, str] = {}  # task id -> node IP
+
+    def add(self, nodes: Iterable[str], tasks: Iterable[str]) -> None:
+        for node, task in zip(nodes, tasks, strict=True):
+            self.node_of[task] = node
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per node IP, by IP."""
+        out: dict[str, int] = {}
+        for node in self.node_of.values():
+            out[node] = out.get(node, 0) + 1
+        return dict(sorted(out.items()))
+
+    def report(self) -> dict[str, Any]:
+        """For a job's summary.json: {"tasks": n, "tasks_per_node": {ip: n}}."""
+        return {"tasks": len(self.node_of), "tasks_per_node": self.counts()}
+
+    def line(self) -> str:
+        """`ray tasks per node: 127.0.0.1=7, 127.0.0.2=6` (or `none`)."""
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts().items())
+        return f"ray tasks per node: {counts or 'none'}"
 
 
 class PieceError(ValueError):
@@ -78,6 +118,8 @@ _PIECE_OUT = pa.schema([
     ("matches", pa.list_(pa.struct(list(MATCH_SCHEMA)))),
     ("counts", pa.string()),  # JSON object of row counts
     ("error", pa.string()),
+    ("node", pa.string()),  # where the task ran (`task_where`)
+    ("task", pa.string()),
 ])
 
 
@@ -96,17 +138,20 @@ def _piece_task(batch: pa.Table, fn: Callable, index_ref, kwargs: dict) -> pa.Ta
         errors.append(error)
     values = pa.concat_tables([MATCH_SCHEMA.empty_table(), *tables]).to_struct_array().combine_chunks()
     offsets = pa.array(np.r_[0, np.cumsum(sizes)], pa.int32())
+    node, task = task_where()
+    where = [pa.array([x] * len(counts), pa.string()) for x in (node, task)]
     return pa.Table.from_arrays([pa.ListArray.from_arrays(offsets, values),
-                                 pa.array(counts, pa.string()), pa.array(errors, pa.string())],
-                                schema=_PIECE_OUT)
+                                 pa.array(counts, pa.string()), pa.array(errors, pa.string()),
+                                 *where], schema=_PIECE_OUT)
 
 
 def map_pieces_ray(
     fn: Callable, pieces: list[Piece], index: LeakageIndex, num_workers: int | None = None,
-    **kwargs,
+    task_nodes: TaskNodes | None = None, **kwargs,
 ) -> Iterator[tuple[pa.Table, dict]]:
     """Ray Data: one task per piece running `fn(piece, index, **kwargs) -> (matches, counts)`;
     yields (matches, summed counts) as tasks finish. The index is broadcast once (ray.put).
+    Tasks are spread over the nodes (see `cpu_limit`); `task_nodes` learns where each ran.
 
     `fn` must be importable on the workers (a module-level function). A data error on a
     worker (ValueError, KeyError, OSError, pyarrow's) stops the scan with PieceError carrying
@@ -126,6 +171,8 @@ def map_pieces_ray(
             errors = [e for e in b["error"].to_pylist() if e]
             if errors:
                 raise PieceError(errors[0])
+            if task_nodes is not None:
+                task_nodes.add(b["node"].to_pylist(), b["task"].to_pylist())
             total: dict[str, int] = {}
             for text in b["counts"].to_pylist():
                 for k, v in json.loads(text).items():
@@ -152,54 +199,66 @@ def scan_ray(
 
 
 def init_and_map_pieces(
-    fn: Callable, pieces: list[Piece], index: Any, num_workers: int | None, **kwargs,
+    fn: Callable, pieces: list[Piece], index: Any, num_workers: int | None,
+    task_nodes: TaskNodes | None = None, **kwargs,
 ) -> Iterator[tuple[pa.Table, dict]]:
     """Join Ray (`init_ray`: RAY_ADDRESS or a local Ray), then `map_pieces_ray`."""
     from aligncultura.cluster.ray_session import init_ray
 
     init_ray(num_workers)
-    return map_pieces_ray(fn, pieces, index, num_workers, **kwargs)
+    return map_pieces_ray(fn, pieces, index, num_workers, task_nodes, **kwargs)
 
 
-def _fingerprint_block(batch: pa.Table, dedup_cfg: Any) -> pa.Table:
-    """Ray Data map function: fingerprints of one block of texts, keyed by row position."""
-    from aligncultura.leakage.clusters import fingerprint_rows
+def _fingerprint_task(texts: pa.Array, dedup_cfg: Any) -> tuple[dict[str, np.ndarray], str, str]:
+    """Ray task: `block_fingerprints` of one block of texts, and where it ran."""
+    from aligncultura.leakage.dedup_stream import block_fingerprints
 
-    fp = fingerprint_rows(batch.column("text"), dedup_cfg)
-    cols: dict[str, Any] = {"pos": batch.column("pos")}
-    for k, v in fp.items():
-        cols[k] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]) \
-            if v.ndim == 2 else pa.array(v)
-    return pa.table(cols)
+    return block_fingerprints(texts, dedup_cfg), *task_where()
 
 
-def ray_fingerprints(texts: pa.ChunkedArray | pa.Array, dedup_cfg: Any, num_workers: int | None,
-                     batch_size: int) -> dict[str, np.ndarray]:
-    """`fingerprint_rows` over the texts on Ray Data (blocks of `batch_size` rows), put back
-    in row order on the driver."""
-    import ray
+class RayFingerprints:
+    """jobs.dedup's per-block fingerprints as Ray tasks (dedup_stream.py `LocalFingerprints`
+    runs them in this process): a block is submitted as soon as the input has been read that
+    far, at most `num_workers` blocks (null: twice the cluster's CPUs) are in flight, and
+    results come back in submission order. Tasks use the SPREAD strategy, so they run on every
+    node; `task_nodes` learns where each one ran."""
 
-    from aligncultura.cluster.ray_session import init_ray
+    def __init__(self, dedup_cfg: Any, num_workers: int | None,
+                 task_nodes: TaskNodes | None = None):
+        self.cfg, self.num_workers, self.nodes = dedup_cfg, num_workers, task_nodes
+        self.queue: deque = deque()
+        self.task: Any = None
 
-    init_ray(num_workers)
-    n = len(texts)
-    with cpu_limit(num_workers):
-        table = pa.table({"pos": pa.array(np.arange(n, dtype=np.int64)), "text": texts})
-        ds = ray.data.from_arrow(table).repartition(max(1, -(-n // batch_size)))
-        out = ds.map_batches(_fingerprint_block, fn_kwargs={"dedup_cfg": dedup_cfg},
-                             batch_format="pyarrow", batch_size=batch_size, num_cpus=1)
-        parts = list(out.iter_batches(batch_format="pyarrow", batch_size=None))
-    got = pa.concat_tables(parts).combine_chunks()
-    pos = got.column("pos").to_numpy()
-    if len(pos) != n or not np.array_equal(np.sort(pos), np.arange(n)):
-        raise RuntimeError(f"Ray fingerprinting returned {len(pos)} rows for {n} texts")
-    order = np.argsort(pos, kind="stable")
-    result: dict[str, np.ndarray] = {}
-    for k in got.column_names[1:]:
-        col = got.column(k).combine_chunks()
-        if pa.types.is_fixed_size_list(col.type):
-            arr = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
-        else:
-            arr = col.to_numpy()
-        result[k] = arr[order]
-    return result
+    def _start(self) -> None:
+        """Join Ray (`init_ray`) on the first block, so that a bad input fails before."""
+        import ray
+
+        from aligncultura.cluster.ray_session import init_ray
+
+        init_ray(self.num_workers)
+        self.limit = self.num_workers or 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.task = ray.remote(_fingerprint_task).options(num_cpus=1, scheduling_strategy="SPREAD")
+
+    def submit(self, texts: pa.Array | pa.ChunkedArray) -> list[dict[str, np.ndarray]]:
+        chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+        # a copy of just these rows: a slice would ship its parent's whole buffers
+        block = pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+        if self.task is None:
+            self._start()
+        self.queue.append(self.task.remote(block, self.cfg))
+        return self._collect(len(self.queue) - self.limit)
+
+    def finish(self) -> list[dict[str, np.ndarray]]:
+        return self._collect(len(self.queue))
+
+    def _collect(self, at_least: int) -> list[dict[str, np.ndarray]]:
+        """The finished results at the head of the queue, waiting for the first `at_least`."""
+        import ray
+
+        out = []
+        while self.queue and (len(out) < at_least or ray.wait([self.queue[0]], timeout=0)[0]):
+            fp, node, task = ray.get(self.queue.popleft())
+            if self.nodes is not None:
+                self.nodes.add([node], [task])
+            out.append(fp)
+        return out

@@ -136,10 +136,10 @@ def scan_reference_piece(piece: Piece, index: Any, text_field: str, id_field: st
 
 def reference_matches(index: Any, files: list[str], fmt: str, ref: Any, counts: dict[str, Any],
                       executor: str, num_workers: int | None, batch_size: int,
-                      piece_bytes: int):
+                      piece_bytes: int, task_nodes: Any = None):
     """Match batches of Parquet/JSONL references, piece by piece (pieces.py): in this process,
-    or one Ray Data task per piece (each worker reads its own piece, once). Counts add up in
-    `counts` as pieces finish."""
+    or one Ray Data task per piece (each worker reads its own piece, once; `task_nodes`, a
+    ray.py `TaskNodes`, learns where each ran). Counts add up in `counts` as pieces finish."""
     for key in COUNT_KEYS:
         counts.setdefault(key, 0)
     pieces = []
@@ -150,7 +150,8 @@ def reference_matches(index: Any, files: list[str], fmt: str, ref: Any, counts: 
             raise _unreadable(f, fmt, exc) from None
     kwargs = {"text_field": ref.text_field, "id_field": ref.id_field, "batch_size": batch_size}
     if executor == "ray":
-        done = init_and_map_pieces(scan_reference_piece, pieces, index, num_workers, **kwargs)
+        done = init_and_map_pieces(scan_reference_piece, pieces, index, num_workers, task_nodes,
+                                   **kwargs)
     else:
         done = (scan_reference_piece(p, index, **kwargs) for p in pieces)
     try:
@@ -181,8 +182,10 @@ def csv_matches(index, files: list[str], ref: Any, counts: dict[str, Any],
 
 
 def scan_references(index, ref: Any, executor: str, num_workers: int | None,
-                    batch_size: int, piece_bytes: int = PIECE_BYTES) -> tuple[pa.Table, dict[str, Any]]:
-    """Scan every reference file past the eval index; (per-eval result, reference accounting)."""
+                    batch_size: int, piece_bytes: int = PIECE_BYTES,
+                    task_nodes: Any = None) -> tuple[pa.Table, dict[str, Any]]:
+    """Scan every reference file past the eval index; (per-eval result, reference accounting).
+    `task_nodes` (ray.py `TaskNodes`): where the Ray tasks ran, with executor=ray."""
     groups = reference_files(ref)
     counts: dict[str, Any] = {"files": sum(len(v) for v in groups.values()), "read": 0, "used": 0,
                               "quarantined": 0}
@@ -191,7 +194,7 @@ def scan_references(index, ref: Any, executor: str, num_workers: int | None,
     for fmt in ("parquet", "jsonl"):
         if groups[fmt]:
             parts.append(reference_matches(index, groups[fmt], fmt, ref, counts, executor,
-                                           num_workers, batch_size, piece_bytes))
+                                           num_workers, batch_size, piece_bytes, task_nodes))
     parts.append(csv_matches(index, groups["csv"], ref, counts, quarantine, batch_size))
     result = best_matches(index, (m for part in parts for m in part))
     counts["scanned"] = counts["used"] - counts.get("not_selected", 0)
