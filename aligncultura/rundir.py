@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from importlib import metadata
@@ -266,6 +267,32 @@ def redact_hydra_files() -> None:
             atomic_write_bytes(f, yaml.safe_dump(redact(data), sort_keys=False).encode())
 
 
+INTERRUPT_DEADLINE_S = 20.0
+
+
+def _stop_if_stuck(rd: RunDir, signum: int, previous: dict[int, Any],
+                   noticed: threading.Event) -> None:
+    """The signal's exception never reached the job when the main thread sits in a C++ call
+    that does not come back: Ray Data's wait for its engine actors, say, once a preemption
+    signal sent to every process of a Slurm step has killed this node's Ray too. After
+    INTERRUPT_DEADLINE_S, stop the way the main thread would have: record interrupted.json,
+    let the handler installed before act (submitit requeues the job), print the one line and
+    exit 2. Finished rows are in the row cache already; nothing computed is lost."""
+    if noticed.wait(INTERRUPT_DEADLINE_S):
+        return
+    name = signal.Signals(signum).name
+    write_json(rd / "interrupted.json", {"signal": name, "time": time.time()})
+    prev = previous.get(signum)
+    if callable(prev) and prev not in (signal.default_int_handler,):
+        try:
+            prev(signum, None)
+        except BaseException:  # noqa: BLE001 - submitit's handler ends with sys.exit
+            pass
+    print(f"error: interrupted by {name}: finished rows are cached; rerun the same command to "
+          f"resume ({rd.path})", file=sys.stderr, flush=True)
+    os._exit(2)
+
+
 class Interrupted(BaseException):
     """SIGTERM/SIGINT/SIGUSR1/SIGUSR2 arrived: finished work is persisted, the job stops.
 
@@ -298,8 +325,12 @@ def guard_signals(rd: RunDir):
     """
     names = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
     previous: dict[int, Any] = {}
+    noticed = threading.Event()  # the main thread has taken the Interrupted exception
 
     def handler(signum, frame):
+        if not _PENDING:
+            threading.Thread(target=_stop_if_stuck, args=(rd, signum, previous, noticed),
+                             name="interrupt-deadline", daemon=True).start()
         _PENDING.append(signum)
         raise Interrupted(signal.Signals(signum).name)
 
@@ -313,6 +344,7 @@ def guard_signals(rd: RunDir):
         yield
         raise_if_interrupted()  # a signal whose exception was swallowed still stops the job
     except Interrupted as exc:
+        noticed.set()
         write_json(rd / "interrupted.json", {"signal": str(exc), "time": time.time()})
         sig = _PENDING[-1] if _PENDING else None
         prev = previous.get(sig) if sig else None
@@ -321,6 +353,7 @@ def guard_signals(rd: RunDir):
         raise JobError(f"interrupted by {exc}: finished rows are cached; rerun the same command "
                        f"to resume ({rd.path})") from None
     finally:
+        noticed.set()
         _PENDING.clear()
         for sig, prev in previous.items():
             signal.signal(sig, prev)

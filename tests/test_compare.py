@@ -395,6 +395,20 @@ def test_figures_have_labels_and_grey_cells(result, tmp_path):
         assert w > 300 and h > 300 and (tmp_path / f"{name}.png").stat().st_size > 5000
 
 
+def test_figure_of_an_estimate_outside_its_interval(tmp_path):
+    """A percentile bootstrap CI need not hold its estimate (TI is a ratio; 2 prompts put a float
+    a hair off): the plot draws an empty whisker on that side instead of failing the job."""
+    from aligncultura.compare import plots
+
+    models = {"a": {m.name: {"value": 50.0, "ci_low": 50.0000001, "ci_high": 60.0}
+                    for m in plots.JOINT_FIRST},
+              "b": {m.name: {"value": 22.2, "ci_low": 0.0, "ci_high": 20.0}
+                    for m in plots.JOINT_FIRST}}
+    fig = plots.metrics_figure(models)
+    plots.save(fig, tmp_path / "m.png")
+    assert _png_size(tmp_path / "m.png")[0] > 300
+
+
 # ---- command line --------------------------------------------------------------------------------
 
 

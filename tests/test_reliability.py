@@ -152,8 +152,11 @@ def _verdicts(rows: list[dict]) -> dict[tuple, tuple]:
             for r in rows}
 
 
-def _interrupt(args, rd: Path, log: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
-    """Start the job, wait until it runs on Ray (its guard is on), send `sig`, check it stops."""
+def _interrupt(args, rd: Path, log: Path, sig: signal.Signals, group: bool = False
+               ) -> subprocess.CompletedProcess:
+    """Start the job, wait until it runs on Ray (its guard is on), send `sig`, check it stops.
+    `group`: to every process of the job, its Ray included, as `scancel --signal` does; the
+    driver then sits in Ray's wait for its engine actors, which never comes back."""
     t0 = time.time()
     proc = _start(args, log)
     try:
@@ -161,7 +164,10 @@ def _interrupt(args, rd: Path, log: Path, sig: signal.Signals) -> subprocess.Com
               and any("ray::" in cmd for _, cmd in _session(proc.pid)), proc, 600,
               "Ray worker of the job")
         sent = time.monotonic()
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         proc.wait(timeout=90)
         took = time.monotonic() - sent
     finally:
@@ -198,7 +204,7 @@ def test_kill9_signals_then_resume_loses_nothing(tmp_path, quickstart_benchmark)
 
     # 2./3. SIGTERM and SIGUSR2 while running on Ray: one line, exit 2, interrupted.json
     _interrupt(args, rd, tmp_path / "b", signal.SIGTERM)
-    _interrupt(args, rd, tmp_path / "c", signal.SIGUSR2)
+    _interrupt(args, rd, tmp_path / "c", signal.SIGUSR2, group=True)
     now = _parts(cache)
     assert all(now[name] == data for name, data in before.items()), "a persisted part changed"
     persisted = _cached_gens(cache)

@@ -43,7 +43,10 @@ def _errorbar(ax, labels: list[str], entries: list[dict | None], key: str, color
                     va="center", color="grey", fontsize=8)
             continue
         v, lo, hi = e[key], e.get("ci_low"), e.get("ci_high")
-        err = [[v - lo], [hi - v]] if lo is not None and hi is not None else None
+        # a percentile bootstrap interval need not hold its point estimate (a ratio such as
+        # TI, or a float a hair off on 2 prompts): its whisker on that side is then empty
+        err = [[max(0.0, v - lo)], [max(0.0, hi - v)]] if lo is not None and hi is not None \
+            else None
         ax.errorbar([v], [y], xerr=err, fmt="o", color=color, capsize=4, markersize=6)
         xs += [v] + ([lo, hi] if err else [])
     if xs:

@@ -256,8 +256,9 @@ def _complete_ray(requests, model, model_cfg, engine_cfg, followup, hub=None, st
                 raise_if_interrupted()  # the batch is persisted by now
             return
         except Exception as exc:  # noqa: BLE001 - a replica (or its node) was lost
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
+            # a preemption signal that arrived inside Ray's C++ code comes back as some other
+            # error (a SystemError "returned a result with an exception set"): it stops the job
+            raise_if_interrupted()
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             left = [i for i, rid in enumerate(todo.column("request_id").to_pylist())
                     if rid not in seen]
