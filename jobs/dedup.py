@@ -47,6 +47,7 @@ from aligncultura.leakage.dedup_stream import (
     LOCAL_BLOCK_ROWS,
     LocalFingerprints,
     Pass1,
+    ReadProgress,
     Spill,
     exact_roots,
     minhash_roots,
@@ -106,8 +107,14 @@ def run(cfg: Any) -> dict[str, Any]:
             block = int(cfg.batch_size) if cfg.executor == "ray" else \
                 min(int(cfg.batch_size), LOCAL_BLOCK_ROWS)
             sink = Pass1(sp, fps, block)
-            got = stream_prompts(cfg.input, "input", explicit, sink, Path(tmp))
-            sink.finish()
+            progress = ReadProgress(enabled=cfg.progress)
+            try:
+                got = stream_prompts(cfg.input, "input", explicit, sink, Path(tmp), progress)
+                sink.finish()
+            except BaseException:
+                progress.close(final=False)
+                raise
+            progress.close()
             inp = cfg.input
             splits = split_codes(sp.load("content_hash"), sp.load("class_id"),
                                  sp.load("class_null"), inp.split_fractions, inp.split_seed,

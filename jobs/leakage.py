@@ -46,7 +46,8 @@ def run(cfg: Any) -> dict[str, Any]:
     index = build_index(t["question"], t["row_id"], lcfg)
     nodes = TaskNodes() if cfg.executor == "ray" else None
     result, ref_counts = scan_references(index, cfg.reference, cfg.executor, cfg.num_workers,
-                                         lcfg.batch_size, lcfg.piece_bytes, nodes)
+                                         lcfg.batch_size, lcfg.piece_bytes, nodes,
+                                         progress=cfg.progress)
     wall = time.perf_counter() - t0
     ref_quarantine = ref_counts.pop("quarantine")
     out = result.rename_columns(["row_id", *result.column_names[1:]])

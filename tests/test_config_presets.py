@@ -137,6 +137,14 @@ def test_preset_composes_and_resolves(hydra_conf, primary, key, group, option):
             f"conf/experiment/{option}.yaml sets dataset.limit: only quickstart experiments may")
 
 
+@pytest.mark.parametrize("primary", PRIMARIES)
+def test_every_job_takes_verbose_without_a_plus(hydra_conf, primary):
+    """`verbose` (read by `start_run`, aligncultura/rundir.py, to keep the libraries' lines on
+    the terminal) is a key of every job's schema: `verbose=true`, not `+verbose=true`."""
+    assert compose(config_name=primary).verbose is False
+    assert compose(config_name=primary, overrides=["verbose=true"]).verbose is True
+
+
 def test_quickstart_experiment(hydra_conf):
     cfg = composed("generate", ["experiment=quickstart"])
     assert cfg.model.source == "embedded"

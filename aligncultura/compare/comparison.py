@@ -46,6 +46,7 @@ class CompareConfig:
     # true keeps them, marked "(failed guard)"
     include_failed: bool = False
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    verbose: bool = False  # the libraries' own lines on the terminal (else logs/)
 
 
 ConfigStore.instance().store(name="compare_schema", node=CompareConfig)

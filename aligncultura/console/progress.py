@@ -18,6 +18,11 @@ from typing import Any, TextIO
 WINDOW_S = 30.0  # the rate shown is over this many recent seconds
 
 
+def _fixed(x: float, of: float) -> str:
+    """`x` with the decimals a total of `of` needs to show progress (11.0, 2.40, 0.048)."""
+    return f"{x:.1f}" if of >= 10 else f"{x:.2f}" if of >= 1 else f"{x:.3f}"
+
+
 def duration(seconds: float) -> str:
     """``75`` -> ``1m15s``; ``4000`` -> ``1h06m``."""
     s = int(round(max(seconds, 0.0)))
@@ -34,12 +39,19 @@ class Meter:
 
     `set` gives absolute values (what is done so far), `add` increments; `skip` counts work
     that cost nothing (rows from the row cache), left out of the rate and the ETA.
+
+    ``scale``: done and total are shown divided by it (bytes counted, MB shown: ``unit="MB"``,
+    ``scale=1e6``). ``amount_total``: the amount the whole work comes to (reference MB of a
+    scan, ``amount_unit="MB"``); the line then shows the amount so far of it, and the ETA
+    follows the amount's pace instead of the units' (pieces of unequal sizes).
     """
 
     def __init__(self, label: str, total: int, *, unit: str = "rows", rate_unit: str = "tok/s",
                  enabled: bool = True, every_s: float = 10.0, stream: TextIO | None = None,
-                 bar: bool | None = None):
+                 bar: bool | None = None, scale: float = 1.0, amount_total: float | None = None,
+                 amount_unit: str = ""):
         self.label, self.total, self.unit, self.rate_unit = label, max(int(total), 0), unit, rate_unit
+        self.scale, self.amount_total, self.amount_unit = scale, amount_total, amount_unit
         self.enabled, self.every_s = enabled, every_s
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
@@ -48,6 +60,7 @@ class Meter:
         self.note = ""
         self.t0 = time.perf_counter()
         self.first: tuple[float, int] | None = None  # (time, live done) at the first finish
+        self.first_amount = 0.0  # the amount at the first finish
         self._samples: deque[tuple[float, float]] = deque()
         self._lock = threading.Lock()
         self._last_line = self.t0
@@ -62,7 +75,8 @@ class Meter:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, desc=label, unit=unit[:-1] if unit.endswith("s")
-                             else unit, file=self.stream, dynamic_ncols=True, leave=True)
+                             else unit, file=self.stream, dynamic_ncols=True, leave=True,
+                             unit_scale=1 / scale if scale != 1 else False)
         self._thread = threading.Thread(target=self._tick, name=f"progress-{label}", daemon=True)
         self._thread.start()
 
@@ -91,6 +105,7 @@ class Meter:
         live = self.done - self.skipped
         if self.first is None and live > 0:
             self.first = (time.perf_counter(), live)
+            self.first_amount = self.amount
         self._show(final=False)
 
     # ------------------------------------------------------------------ figures
@@ -114,12 +129,37 @@ class Meter:
             return None
         now = time.perf_counter()
         t1, live1 = self.first
+        if self.amount_total is not None:  # by the amount: (amount_total - amount) at its pace
+            if self.amount <= 0 or self.amount >= self.amount_total:
+                return None
+            a1 = self.first_amount
+            pace = (now - t1) / (self.amount - a1) if self.amount > a1 and now > t1 \
+                else (now - self.t0) / self.amount
+            return (self.amount_total - self.amount) * pace
         pace = (now - t1) / (live - live1) if live > live1 and now > t1 else (now - self.t0) / live
         return (self.total - self.done) * pace
 
+    def _count(self, n: float, of: float) -> str:
+        """`n` in shown units: an integer, or scaled with the decimals `of` (the total) needs."""
+        if self.scale == 1:
+            return str(int(n))
+        return _fixed(n / self.scale, of / self.scale)
+
+    def amount_part(self) -> str | None:
+        """``4.20/11.00 MB``: the amount so far of `amount_total` (None without one)."""
+        if self.amount_total is None:
+            return None
+        unit = f" {self.amount_unit}" if self.amount_unit else ""
+        of = self.amount_total
+        return f"{_fixed(self.amount, of)}/{_fixed(of, of)}{unit}"
+
     def line(self) -> str:
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        parts = [f"[{self.label}] {self.done}/{self.total} {self.unit} ({pct:.0f}%)"]
+        parts = [f"[{self.label}] {self._count(self.done, self.total)}/"
+                 f"{self._count(self.total, self.total)} {self.unit} ({pct:.0f}%)"]
+        amount = self.amount_part()
+        if amount is not None:
+            parts.append(amount)
         if self.skipped:
             parts.append(f"{self.skipped} cached")
         rate = self.rate()
@@ -142,6 +182,9 @@ class Meter:
             self._bar.n = self.done
             rate = self.rate()
             post = f"{rate:.1f} {self.rate_unit}" if rate is not None else ""
+            amount = self.amount_part()
+            if amount is not None:
+                post = f"{amount}, {post}" if post else amount
             if self.skipped:
                 post = f"{post}, {self.skipped} cached" if post else f"{self.skipped} cached"
             if self.note:
@@ -154,19 +197,21 @@ class Meter:
             print(self.line(), file=self.stream, flush=True)
 
     def _tick(self) -> None:
-        while not self._stop.wait(min(1.0, self.every_s / 2)):
+        while not self._stop.wait(min(1.0, max(self.every_s / 2, 0.05))):
             with self._lock:
                 self._show(final=False)
 
-    def close(self) -> None:
-        """The final line (or the bar's last state); idempotent."""
+    def close(self, final: bool = True) -> None:
+        """The final line (or the bar's last state); idempotent. ``final=False``: stop without
+        one (the work failed: its one-line error says the rest)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
         with self._lock:
             if self._closed:
                 return
-            self._show(final=True)
+            if final:
+                self._show(final=True)
             self._closed = True
             if self._bar is not None:
                 self._bar.close()

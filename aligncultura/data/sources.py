@@ -21,7 +21,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,9 @@ def _json_chunk(path: Path, first_line: int, chunk: bytes, n_lines: int, c: Coll
     c.add_records(path, json_lines(chunk.decode("utf-8", "surrogateescape"), first_line))
 
 
-def read_jsonl(path: Path, c: Collector) -> None:
+def read_jsonl(path: Path, c: Collector, on_read: Callable[[int], None] | None = None) -> None:
+    """The file's rows into `c`, ~CHUNK_BYTES at a time; `on_read(position)`: after each chunk
+    is handed over, the bytes of the file read so far (a stream's progress)."""
     with open(path, "rb") as f:
         head = f.read(4)
         if _utf8(c.cfg.encoding, head):
@@ -167,6 +169,8 @@ def read_jsonl(path: Path, c: Collector) -> None:
                 c.add_oversize(path, line, chunk, MAX_LINE_BYTES)
             else:
                 _json_chunk(path, line, chunk, n_lines, c)
+            if on_read is not None:
+                on_read(f.tell())
 
 
 # ---------------------------------------------------------------------------------- CSV

@@ -40,6 +40,8 @@ class LeakageJobConfig:
     executor: str = "local"  # local (in this process) | ray (Ray Data map_batches)
     num_workers: int | None = None  # Ray: concurrent scan tasks (null = all CPUs)
     run_dir: str | None = None
+    progress: bool = True  # live progress of the reference scan on stderr
+    verbose: bool = False  # Ray's own lines on the terminal (else logs/)
 
 
 @dataclass
@@ -53,6 +55,8 @@ class DedupJobConfig:
     num_workers: int | None = None  # Ray: fingerprint tasks in flight (null = 2 x all CPUs)
     batch_size: int = 4096  # Ray: rows per fingerprint task (local blocks: at most 1024 rows)
     run_dir: str | None = None
+    progress: bool = True  # live progress of the input's read (pass 1) on stderr
+    verbose: bool = False  # Ray's own lines on the terminal (else logs/)
 
 
 def register() -> None:

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from aligncultura.console.progress import Meter
+
 from .clusters import DedupConfig, _set_keys, connected_components, jaccard_pairs
 from .lsh import band_keys, lsh_params, self_pairs
 from .minhash import minhash
@@ -212,6 +214,29 @@ class Pass1:
 
     def finish(self) -> None:
         self._keep(self.fp.finish())
+
+
+class ReadProgress:
+    """jobs.dedup's live progress over pass 1 (`stream_prompts`' `on_read`): MB of the input
+    files read and fingerprinted of their total, with MB/s and the ETA, as ``[dedup read]
+    12.0/50.0 MB (24%), 3.1 MB/s, ETA 12s, 4s elapsed`` (a bar on a terminal). The meter
+    starts on the first call, which gives the total; `meter`: its options (stream, every_s,
+    bar, enabled)."""
+
+    def __init__(self, label: str = "dedup read", **meter: Any):
+        self.label, self.options = label, meter
+        self.meter: Meter | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.meter is None:
+            self.meter = Meter(self.label, total, unit="MB", rate_unit="MB/s", scale=1e6,
+                               **self.options)
+        self.meter.set(done=done, amount=done / 1e6)
+
+    def close(self, final: bool = True) -> None:
+        """The final line (none when the read failed: `final=False`)."""
+        if self.meter is not None:
+            self.meter.close(final)
 
 
 def exact_roots(status: np.ndarray, hi: np.ndarray, lo_at: Callable[[np.ndarray], np.ndarray]

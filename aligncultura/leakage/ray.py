@@ -120,6 +120,7 @@ _PIECE_OUT = pa.schema([
     ("error", pa.string()),
     ("node", pa.string()),  # where the task ran (`task_where`)
     ("task", pa.string()),
+    ("piece", pa.string()),  # the piece (`Piece.to_json`), for the driver's progress
 ])
 
 
@@ -142,16 +143,18 @@ def _piece_task(batch: pa.Table, fn: Callable, index_ref, kwargs: dict) -> pa.Ta
     where = [pa.array([x] * len(counts), pa.string()) for x in (node, task)]
     return pa.Table.from_arrays([pa.ListArray.from_arrays(offsets, values),
                                  pa.array(counts, pa.string()), pa.array(errors, pa.string()),
-                                 *where], schema=_PIECE_OUT)
+                                 *where, batch["piece"].cast(pa.string())], schema=_PIECE_OUT)
 
 
 def map_pieces_ray(
     fn: Callable, pieces: list[Piece], index: LeakageIndex, num_workers: int | None = None,
-    task_nodes: TaskNodes | None = None, **kwargs,
+    task_nodes: TaskNodes | None = None, on_pieces: Callable[[list[Piece]], None] | None = None,
+    **kwargs,
 ) -> Iterator[tuple[pa.Table, dict]]:
     """Ray Data: one task per piece running `fn(piece, index, **kwargs) -> (matches, counts)`;
     yields (matches, summed counts) as tasks finish. The index is broadcast once (ray.put).
-    Tasks are spread over the nodes (see `cpu_limit`); `task_nodes` learns where each ran.
+    Tasks are spread over the nodes (see `cpu_limit`); `task_nodes` learns where each ran;
+    `on_pieces` is called with the pieces of each batch of results before it is yielded.
 
     `fn` must be importable on the workers (a module-level function). A data error on a
     worker (ValueError, KeyError, OSError, pyarrow's) stops the scan with PieceError carrying
@@ -173,6 +176,8 @@ def map_pieces_ray(
                 raise PieceError(errors[0])
             if task_nodes is not None:
                 task_nodes.add(b["node"].to_pylist(), b["task"].to_pylist())
+            if on_pieces is not None:
+                on_pieces([Piece.from_json(text) for text in b["piece"].to_pylist()])
             total: dict[str, int] = {}
             for text in b["counts"].to_pylist():
                 for k, v in json.loads(text).items():
@@ -200,13 +205,14 @@ def scan_ray(
 
 def init_and_map_pieces(
     fn: Callable, pieces: list[Piece], index: Any, num_workers: int | None,
-    task_nodes: TaskNodes | None = None, **kwargs,
+    task_nodes: TaskNodes | None = None, on_pieces: Callable[[list[Piece]], None] | None = None,
+    **kwargs,
 ) -> Iterator[tuple[pa.Table, dict]]:
     """Join Ray (`init_ray`: RAY_ADDRESS or a local Ray), then `map_pieces_ray`."""
     from aligncultura.cluster.ray_session import init_ray
 
     init_ray(num_workers)
-    return map_pieces_ray(fn, pieces, index, num_workers, task_nodes, **kwargs)
+    return map_pieces_ray(fn, pieces, index, num_workers, task_nodes, on_pieces, **kwargs)
 
 
 def _fingerprint_task(texts: pa.Array, dedup_cfg: Any) -> tuple[dict[str, np.ndarray], str, str]:

@@ -7,11 +7,17 @@ in ray.py; every file is read once, by a worker); CSV files are read one file at
 through the data contract (so `reference.split` applies to CSV references only) and scanned
 on the driver. Each group's per-eval result is turned back into match rows and reduced once
 with `best_matches` (scan.py), so the outcome does not depend on grouping or order.
+
+Progress (`ScanProgress`, a console/progress.py `Meter`): pieces done of all (a CSV file
+counts as one piece), with MB/s and the ETA over the reference bytes: each piece's `nbytes`
+(pieces.py; a file's pieces add up to its size) and each CSV file's size, counted as its
+rows are scanned.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aligncultura.console.progress import Meter
 from aligncultura.data.reader import FORMATS
 from aligncultura.errors import InputError
 
@@ -134,26 +141,78 @@ def scan_reference_piece(piece: Piece, index: Any, text_field: str, id_field: st
     return pa.concat_tables(parts), counts
 
 
-def reference_matches(index: Any, files: list[str], fmt: str, ref: Any, counts: dict[str, Any],
-                      executor: str, num_workers: int | None, batch_size: int,
-                      piece_bytes: int, task_nodes: Any = None):
-    """Match batches of Parquet/JSONL references, piece by piece (pieces.py): in this process,
-    or one Ray Data task per piece (each worker reads its own piece, once; `task_nodes`, a
-    ray.py `TaskNodes`, learns where each ran). Counts add up in `counts` as pieces finish."""
-    for key in COUNT_KEYS:
-        counts.setdefault(key, 0)
-    pieces = []
-    for f in files:  # Parquet footers are read here, on the driver
+class ScanProgress:
+    """jobs.leakage's live progress: `total` pieces (a CSV file counts as one) and `nbytes`
+    reference bytes, shown as ``[leakage scan] 3/8 pieces (38%), 4.19/11.00 MB, 2.1 MB/s, ETA
+    3s, 2s elapsed`` (a bar on a terminal). `meter`: options of the `Meter` (stream, every_s,
+    bar, enabled)."""
+
+    def __init__(self, total: int, nbytes: int, label: str = "leakage scan", **meter: Any):
+        self.nbytes = nbytes
+        self.done = self.scanned = self.partial = 0
+        self.meter = Meter(label, total, unit="pieces", rate_unit="MB/s",
+                           amount_total=nbytes / 1e6, amount_unit="MB", **meter)
+
+    def pieces(self, pieces: list[Piece]) -> None:
+        """These Parquet/JSONL pieces are scanned."""
+        self.finished(len(pieces), sum(p.nbytes for p in pieces))
+
+    def finished(self, n: int, nbytes: int) -> None:
+        """`n` more pieces (or CSV files) of `nbytes` are scanned."""
+        self.done += n
+        self.scanned += nbytes
+        self.partial = 0
+        self._show()
+
+    def within(self, nbytes: int) -> None:
+        """`nbytes` of the CSV file being scanned are (`finished` counts the whole file)."""
+        self.partial = nbytes
+        self._show()
+
+    def _show(self) -> None:
+        self.meter.set(done=self.done, amount=(self.scanned + self.partial) / 1e6)
+
+    def close(self, final: bool = True) -> None:
+        """The final line; none when the scan failed (`final=False`)."""
+        self.meter.close(final)
+
+
+def plan_reference_pieces(files: list[str], fmt: str, piece_bytes: int) -> list[Piece]:
+    """The pieces (pieces.py) of Parquet or JSONL reference files; an unreadable file is a
+    one-line InputError. Parquet footers are read here, on the driver."""
+    pieces: list[Piece] = []
+    for f in files:
         try:
             pieces += plan_pieces([f], fmt, piece_bytes)
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(f, fmt, exc) from None
+    return pieces
+
+
+def reference_matches(index: Any, pieces: list[Piece], ref: Any, counts: dict[str, Any],
+                      executor: str, num_workers: int | None, batch_size: int,
+                      task_nodes: Any = None, progress: ScanProgress | None = None
+                      ) -> Iterator[pa.Table]:
+    """Match batches of Parquet/JSONL references, piece by piece (`plan_reference_pieces`): in
+    this process, or one Ray Data task per piece (each worker reads its own piece, once;
+    `task_nodes`, a ray.py `TaskNodes`, learns where each ran). Counts add up in `counts` as
+    pieces finish, and `progress` moves."""
+    for key in COUNT_KEYS:
+        counts.setdefault(key, 0)
     kwargs = {"text_field": ref.text_field, "id_field": ref.id_field, "batch_size": batch_size}
+    on_pieces = progress.pieces if progress is not None else None
     if executor == "ray":
         done = init_and_map_pieces(scan_reference_piece, pieces, index, num_workers, task_nodes,
-                                   **kwargs)
+                                   on_pieces, **kwargs)
     else:
-        done = (scan_reference_piece(p, index, **kwargs) for p in pieces)
+        def local() -> Iterator[tuple[pa.Table, dict[str, int]]]:
+            for p in pieces:
+                out = scan_reference_piece(p, index, **kwargs)
+                if on_pieces is not None:
+                    on_pieces([p])
+                yield out
+
+        done = local()
     try:
         for matches, got in done:
             for k, v in got.items():
@@ -163,9 +222,11 @@ def reference_matches(index: Any, files: list[str], fmt: str, ref: Any, counts: 
         raise InputError(str(exc)) from None
 
 
-def csv_matches(index, files: list[str], ref: Any, counts: dict[str, Any],
-                quarantine: list[dict[str, Any]], batch_size: int):
-    """CSV references: one file at a time through the data contract, scanned on the driver."""
+def csv_matches(index: Any, files: list[str], ref: Any, counts: dict[str, Any],
+                quarantine: list[dict[str, Any]], batch_size: int,
+                progress: ScanProgress | None = None) -> Iterator[pa.Table]:
+    """CSV references: one file at a time through the data contract, scanned on the driver;
+    `progress` counts a file's bytes in proportion to its rows scanned."""
     cfg = index.config
     for f in files:
         got = read_side(replace(ref_input(ref), path=f), "reference")
@@ -175,28 +236,48 @@ def csv_matches(index, files: list[str], ref: Any, counts: dict[str, Any],
         counts["not_selected"] = counts.get("not_selected", 0) + got.used - got.table.num_rows
         quarantine += got.quarantine
         t = got.table
+        size = os.path.getsize(f)
         for start in range(0, t.num_rows, batch_size):
             b = t.slice(start, batch_size)
-            yield scan_batch(index, pa.table({cfg.text_column: b["question"],
+            out = scan_batch(index, pa.table({cfg.text_column: b["question"],
                                               cfg.id_column: b["row_id"]}))
+            if progress is not None:
+                progress.within(size * (start + b.num_rows) // t.num_rows)
+            yield out
+        if progress is not None:
+            progress.finished(1, size)
 
 
-def scan_references(index, ref: Any, executor: str, num_workers: int | None,
+def scan_references(index: Any, ref: Any, executor: str, num_workers: int | None,
                     batch_size: int, piece_bytes: int = PIECE_BYTES,
-                    task_nodes: Any = None) -> tuple[pa.Table, dict[str, Any]]:
+                    task_nodes: Any = None, progress: bool = True, **meter: Any
+                    ) -> tuple[pa.Table, dict[str, Any]]:
     """Scan every reference file past the eval index; (per-eval result, reference accounting).
-    `task_nodes` (ray.py `TaskNodes`): where the Ray tasks ran, with executor=ray."""
+    `task_nodes` (ray.py `TaskNodes`): where the Ray tasks ran, with executor=ray. `progress`:
+    a live progress line on stderr (`ScanProgress`; `meter`: its Meter's options)."""
     groups = reference_files(ref)
     counts: dict[str, Any] = {"files": sum(len(v) for v in groups.values()), "read": 0, "used": 0,
                               "quarantined": 0}
     quarantine: list[dict[str, Any]] = []
+    pieces = {fmt: plan_reference_pieces(groups[fmt], fmt, piece_bytes)
+              for fmt in ("parquet", "jsonl")}
+    planned = pieces["parquet"] + pieces["jsonl"]
+    bar = ScanProgress(len(planned) + len(groups["csv"]),
+                       sum(p.nbytes for p in planned)
+                       + sum(os.path.getsize(f) for f in groups["csv"]),
+                       enabled=progress, **meter)
     parts: list[Any] = []
     for fmt in ("parquet", "jsonl"):
         if groups[fmt]:
-            parts.append(reference_matches(index, groups[fmt], fmt, ref, counts, executor,
-                                           num_workers, batch_size, piece_bytes, task_nodes))
-    parts.append(csv_matches(index, groups["csv"], ref, counts, quarantine, batch_size))
-    result = best_matches(index, (m for part in parts for m in part))
+            parts.append(reference_matches(index, pieces[fmt], ref, counts, executor,
+                                           num_workers, batch_size, task_nodes, bar))
+    parts.append(csv_matches(index, groups["csv"], ref, counts, quarantine, batch_size, bar))
+    try:
+        result = best_matches(index, (m for part in parts for m in part))
+    except BaseException:
+        bar.close(final=False)
+        raise
+    bar.close()
     counts["scanned"] = counts["used"] - counts.get("not_selected", 0)
     counts["quarantine"] = quarantine
     return result, counts

@@ -187,13 +187,26 @@ class StreamResult:
 
 
 def stream_prompts(cfg: Any, key: str, explicit: Collection[str] | None,
-                   on_table: Callable[[pa.Table], None], workdir: Path | None = None
-                   ) -> StreamResult:
+                   on_table: Callable[[pa.Table], None], workdir: Path | None = None,
+                   on_read: Callable[[int, int], None] | None = None) -> StreamResult:
     """Read an input through the data contract, calling `on_table` with each piece of usable
     rows (PROMPT_SCHEMA, input order, ids unique) as soon as it is decided; the same rows
     and errors as `read_input` (reader.py), before any split. `workdir`: where `CompactIds`
-    keeps the ids' cold halves (None: in memory)."""
+    keeps the ids' cold halves (None: in memory). `on_read(done, total)`: progress in bytes
+    of the input files (their sizes on disk), once with done=0 before reading, after each
+    chunk (JSON lines: the file position), batch (Parquet: its share of the file's rows) or
+    file (CSV) has been handed to `on_table`; its last call has done == total."""
     files, fmt = resolve_files(cfg, key)
+    sizes = [p.stat().st_size for p in files]
+    total = sum(sizes)
+    now = [0, 0]  # bytes of the files before this one, this one's size
+
+    def read(position: int) -> None:
+        """`position` bytes of the current file are read and handed over."""
+        if on_read is not None:
+            on_read(now[0] + min(position, now[1]), total)
+
+    read(0)
     c = Collector(cfg, key, explicit, PROMPT_SCHEMA)
     used = [0]
 
@@ -204,17 +217,19 @@ def stream_prompts(cfg: Any, key: str, explicit: Collection[str] | None,
 
     c.tables = _Sink(take)
     c.seen = CompactIds(workdir)  # type: ignore[assignment]
-    for path in files:
+    for k, path in enumerate(files):
+        now[:] = [sum(sizes[:k]), sizes[k]]
         c.start_file()
         if fmt == "parquet":
-            _read_parquet(path, c, key)
+            _read_parquet(path, c, key, lambda share: read(now[1] * share[0] // share[1]))
         elif fmt == "csv":
             read_csv(path, c)
         else:
-            read_jsonl(path, c)
+            read_jsonl(path, c, read)
         if not c.checked and fmt != "jsonl":
             raise InputError(f"{path}: file is empty (no header row); set {key}.path to a "
                              "file with data")
+        read(sizes[k])
     if not used[0]:  # the message of reader.read_input
         where = files[0] if len(files) == 1 else files[0].parent
         q = c.quarantine
@@ -226,9 +241,11 @@ def stream_prompts(cfg: Any, key: str, explicit: Collection[str] | None,
     return StreamResult([str(p) for p in files], c.read, used[0], c.quarantine)
 
 
-def _read_parquet(path: Path, c: Collector, key: str) -> None:
+def _read_parquet(path: Path, c: Collector, key: str,
+                  on_rows: Callable[[tuple[int, int]], None] | None = None) -> None:
     """sources.py `read_parquet` in batches of ~CHUNK_BYTES: the same checks, rows, line
-    numbers (row k of the file is line k + 1) and messages, without the whole table."""
+    numbers (row k of the file is line k + 1) and messages, without the whole table.
+    `on_rows((rows, of))`: after each batch is handed over, the rows of the file read so far."""
     import pyarrow.parquet as pq
 
     def unreadable(exc: BaseException) -> InputError:
@@ -269,6 +286,8 @@ def _read_parquet(path: Path, c: Collector, key: str) -> None:
         else:
             c.add_records(path, ((at + i + 1, rec, None)
                                  for i, rec in enumerate(table.to_pylist())))
+        if on_rows is not None:
+            on_rows((offset, meta.num_rows))
 
 
 def hash_codes(content_hash: pa.Array | pa.ChunkedArray) -> np.ndarray:
