@@ -233,7 +233,8 @@ def run(cfg: Any) -> dict[str, Any]:
             raise JobError(f"accounting: {gens.num_rows} generations written, {expected} "
                            f"expected (see {rd.path})")
         judgments, judge_comps, judge_wall = judge_responses(
-            cfg, gens, meta, cfg.judge, judge, criteria, model.name, judge_stats)
+            cfg, gens, meta, cfg.judge, judge, criteria, model.name, judge_stats,
+            done_already=side if shared else None)
         scorer_eff = {}
         for criterion, (jc, smodel) in scorers.items():
             s_stats: dict = {}

@@ -148,3 +148,23 @@ def test_truncated_reasoning_is_kept_counted_and_never_judged(tmp_path):
         pq.read_table(run_dir / "judgments.parquet").num_rows == 0
     states = pq.read_table(run_dir / "row_states.parquet").to_pylist()
     assert {s["state"] for s in states if s["row_id"] in {g["row_id"] for g in gens}} == {"failed"}
+
+
+def test_a_shared_pass_is_not_judged_twice_without_a_row_cache(tmp_path):
+    """Model and judge are one preset: the judge's requests run in the generation pass
+    (JudgeFollowup). With cache_dir=off the judge pass reuses those completions instead of
+    sending every judge request a second time."""
+    from conftest import run_job
+
+    run_dir = tmp_path / "run"
+    proc = run_job("benchmark", "experiment=quickstart", "dataset.limit=2",
+                   "generation.max_tokens=8", "judge.max_tokens=160",
+                   "judge.max_unscored_rate=1.0", "engine=local", "cache_dir=off",
+                   "wandb.mode=disabled", f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "[judge " not in proc.stderr, proc.stderr[-2000:]  # no second judge pass
+    eff = json.loads((run_dir / "metrics.json").read_text())["efficiency"]
+    judged = pq.read_table(run_dir / "judgments.parquet")
+    assert judged.num_rows > 0
+    assert eff["judging"]["computed_requests"] == 0, eff["judging"]
+    assert eff["judging"]["cached_requests"] == eff["judging"]["requests"] > 0, eff["judging"]
