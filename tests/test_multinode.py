@@ -141,9 +141,9 @@ def test_two_replicas_one_per_node_shard_the_prompts_and_share_the_row_cache(two
 
 @pytest.mark.slow
 def test_losing_a_node_mid_run_retries_its_rows_on_the_survivor(tmp_path):
-    """kill -9 of the second node's Ray processes while two replicas generate: the unfinished
-    rows run again on the surviving node (retried, not failed), nothing persisted is lost, and
-    the same command again computes nothing."""
+    """kill -9 of the second node's Ray processes in the middle of a benchmark (generate + judge
+    in one pass on two replicas): the unfinished rows run again on the surviving node (retried,
+    not failed), nothing persisted is lost, and the same command again computes nothing."""
     import threading
     import time
 
@@ -153,6 +153,7 @@ def test_losing_a_node_mid_run_retries_its_rows_on_the_survivor(tmp_path):
     state = local_ray.start(root, nodes=2, cpus=3, gpus=0)
     cache = tmp_path / "cache"
     args = ["experiment=quickstart", "dataset.limit=12", "generation.max_tokens=24",
+            "judge.max_tokens=32", "judge.max_unscored_rate=1.0", "bench.determinism_sample=0",
             "engine.batch_size=1", "engine.replicas=2", "wandb.mode=disabled",
             f"cache_dir={cache}", f"run_dir={tmp_path / 'run'}"]
     killed = []
@@ -166,17 +167,20 @@ def test_losing_a_node_mid_run_retries_its_rows_on_the_survivor(tmp_path):
     try:
         watcher = threading.Thread(target=kill_when_a_batch_is_persisted, daemon=True)
         watcher.start()
-        proc = run_job("generate", *args, env={"RAY_ADDRESS": state["address"]}, timeout=1500)
+        proc = run_job("benchmark", *args, env={"RAY_ADDRESS": state["address"]}, timeout=1500)
         watcher.join(timeout=5)
         assert killed and killed[0] > 0, "node 2 was never killed"
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         assert "retrying its" in proc.stderr and "unfinished rows" in proc.stderr
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-        assert summary["generations"]["written"] == summary["generations"]["ok"] == 12
-        again = run_job("generate", *args, env={"RAY_ADDRESS": state["address"]}, timeout=600)
+        g = summary["generations"]
+        assert g["written"] == g["expected"] == 12 and g["failed"] == 0, g
+        assert summary["judgments"]["written"] == 12 * 5, summary["judgments"]
+        again = run_job("benchmark", *args, env={"RAY_ADDRESS": state["address"]}, timeout=600)
         assert again.returncode == 0, again.stderr[-3000:]
-        g = json.loads((tmp_path / "run" / "summary.json").read_text())["generations"]
-        assert (g["cached"], g["computed"]) == (12, 0)
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        g, j = summary["generations"], summary["judgments"]
+        assert (g["cached"], g["computed"], j["computed"]) == (12, 0, 0), (g, j)
     finally:
         local_ray.stop(root)
     assert local_ray.processes(root, state["client_port"]) == []
