@@ -19,7 +19,7 @@ from aligncultura.benchmark.generation import TASK as GENERATE
 from aligncultura.benchmark.generation import generated
 from aligncultura.benchmark.rubrics import NO_HARM
 from aligncultura.benchmark.verdicts import JUDGMENT_SCHEMA, Verdict, judgment_record, parse
-from aligncultura.engine.requests import FINISHED, request_table
+from aligncultura.engine.requests import COMPLETION_SCHEMA, FINISHED, request_table
 
 CRITERIA = ("helpful", "harmless", "truthful", "informative")
 TASK = "judge"
@@ -109,26 +109,24 @@ def judge_responses(job_cfg: Any, gens: pa.Table, meta: dict[str, dict[str, Any]
     reqs = request_table([r for g in gens.to_pylist()
                           for r in requests_for(g, meta[g["row_id"]], judge_cfg, criteria)],
                          cache.salt if cache is not None else None)
-    reused = None
-    if done_already is not None and done_already.num_rows and reqs.num_rows:
+    reused = COMPLETION_SCHEMA.empty_table()
+    if done_already is not None:
         ids = reqs.column("request_id")
         reused = done_already.filter(pc.and_(  # outcomes a rerun would reproduce (cached)
             pc.is_in(done_already.column("request_id"), ids),
             pc.is_in(done_already.column("status"), pa.array(FINISHED))))
         reqs = reqs.filter(pc.invert(pc.is_in(ids, reused.column("request_id"))))
-    if reqs.num_rows or reused is None:
+    comps, wall = COMPLETION_SCHEMA.empty_table(), 0.0
+    stats.update(cached=0, computed=0)
+    if reqs.num_rows or not reused.num_rows:  # (nothing to judge: an empty pass, as before)
         done = run_requests(reqs, judge_model, judge_cfg.model, job_cfg.engine, cache=cache,
                             label=f"judge {judge_model.name}", progress=job_cfg.progress)
         comps, wall = done.completions, done.wall_s
         stats.update(cached=done.cached, computed=done.computed)
         if done.error:  # rows failed because no engine could serve them: the job exits non-zero
             stats["fatal"] = done.error
-    else:
-        comps, wall = reused.slice(0, 0), 0.0
-        stats.update(cached=0, computed=0)
-    if reused is not None and reused.num_rows:
-        comps = pa.concat_tables([reused.cast(comps.schema), comps])
-        stats["cached"] += len(set(reused.column("request_id").to_pylist()))
+    comps = pa.concat_tables([reused.cast(comps.schema), comps])
+    stats["cached"] += len(set(reused.column("request_id").to_pylist()))
     judged = pa.concat_tables([  # an API's policy refusals are scored by rule, not judged
         judgment_rows(comps, model_name, judge_model.name, judge_cfg),
         refusal_judgments(gens, meta, model_name, judge_model.name, criteria)])
